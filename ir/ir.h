@@ -1,0 +1,190 @@
+/* ir.h - the Graph IR: tensors and the ops between them.
+ *
+ * A Graph is a list of nodes in SSA order: a node's inputs always come
+ * before it, so the list is a valid schedule and a node is named by its
+ * index. A node is an op (ops.def), up to IR_MAX_INPUTS inputs, numeric
+ * attributes, a result type and the source location it came from.
+ *
+ * A Module holds the functions nnc compiles from one model:
+ *   forward     inputs -> outputs, in inference mode
+ *   eval        inputs, targets -> outputs and the loss, in inference mode
+ *   grad        inputs, targets -> the loss and every parameter's gradient
+ *   train_step  grad plus the optimizer's update of the state
+ * and the layout of the model state they share (parameters, optimizer
+ * moments and hyper-parameters in one float buffer). */
+#ifndef NNC_IR_H
+#define NNC_IR_H
+
+#include "support/arena.h"
+#include "support/diag.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum {
+    IR_MAX_RANK = 4,
+    IR_MAX_INPUTS = 4,
+    IR_MAX_ATTRS = 4,
+};
+
+/* The symbolic batch dimension N: compiled code takes its value at run time. */
+#define IR_BATCH ((int64_t)-1)
+
+typedef enum {
+#define EW(e, ...) OP_##e,
+#define OP(e, ...) OP_##e,
+#include "ops.def"
+    OP_COUNT
+} Op;
+
+enum OpFlags {
+    OPF_LEAF = 1 << 0,        /* no inputs: input, param, const          */
+    OPF_EW = 1 << 1,          /* elementwise with broadcasting (EW rows) */
+    OPF_PUBLIC = 1 << 2,      /* callable by name from the language      */
+    OPF_ACT = 1 << 3,         /* usable as a layer's act=                */
+    OPF_SIDE_EFFECT = 1 << 4, /* writes the state; never removed         */
+};
+
+typedef struct OpInfo {
+    const char *name;
+    int arity;
+    unsigned flags;
+    int nattrs;
+    const char *attr_names[IR_MAX_ATTRS];
+    double attr_defaults[IR_MAX_ATTRS];
+    bool attr_required[IR_MAX_ATTRS];
+} OpInfo;
+
+const OpInfo *op_info(Op op);
+/* The op called `name`, or OP_COUNT. */
+Op op_lookup(const char *name);
+
+typedef enum { DT_F32, DT_I32 } DType;
+
+typedef struct IrType {
+    DType dtype;
+    int rank;
+    int64_t dim[IR_MAX_RANK]; /* IR_BATCH for N */
+} IrType;
+
+/* How a parameter's initial values are drawn (PARAM attr "init"). */
+typedef enum {
+    INIT_ZEROS,
+    INIT_ONES,
+    INIT_CONST,          /* arg                               */
+    INIT_UNIFORM,        /* U(-arg, arg)                      */
+    INIT_NORMAL,         /* N(0, arg^2)                       */
+    INIT_XAVIER_UNIFORM, /* U(-a, a), a = sqrt(6/(in+out))    */
+    INIT_XAVIER_NORMAL,  /* N(0, 2/(in+out))                  */
+    INIT_HE_UNIFORM,     /* U(-a, a), a = sqrt(6/in)          */
+    INIT_HE_NORMAL,      /* N(0, 2/in)                        */
+    INIT_COUNT
+} InitKind;
+
+extern const char *const init_names[INIT_COUNT];
+
+enum NodeFlags {
+    NF_TARGET = 1 << 0,    /* input: the training target             */
+    NF_OUTPUT = 1 << 1,    /* a result of forward / eval             */
+    NF_LOSS = 1 << 2,      /* the scalar the step minimises          */
+    NF_FROZEN = 1 << 3,    /* param: not trained                     */
+    NF_OPT_STATE = 1 << 4, /* param: optimizer moment                */
+    NF_HYPER = 1 << 5,     /* param: hyper-parameter scalar (lr, ...) */
+    NF_GRAD = 1 << 6,      /* the gradient of the param named `name` */
+};
+
+typedef struct Node {
+    Op op;
+    int nin;
+    int32_t in[IR_MAX_INPUTS];
+    double attr[IR_MAX_ATTRS];
+    IrType type;
+    const char *name; /* inputs, params: their name; others: the .nn variable, or NULL */
+    Span span;        /* where in the source it came from */
+    uint32_t flags;
+} Node;
+
+typedef struct Graph {
+    Arena *arena;
+    const char *name;
+    Node *nodes;
+    int n, cap;
+} Graph;
+
+Graph *graph_new(Arena *a, const char *name);
+Graph *graph_clone(Arena *a, const Graph *g, const char *name);
+
+/* Appends a node (type unset: the caller runs the shape rule). Attributes
+ * not given (attr == NULL) take their defaults. Returns its index. */
+int graph_add(Graph *g, Op op, int nin, const int32_t *in, const double *attr, Span span);
+
+/* The param / input named `name`, or -1. */
+int graph_find_leaf(const Graph *g, Op op, const char *name);
+
+/* Keeps only the nodes that `live[i]` marks, renumbering inputs; live[] is
+ * overwritten with the old->new index map (-1 for dropped nodes). */
+void graph_compact(Graph *g, int *live);
+
+/* ---- types ------------------------------------------------------------------ */
+IrType type_tensor(DType dt, int rank, const int64_t *dims);
+IrType type_scalar(DType dt);
+bool type_equal(const IrType *a, const IrType *b);
+/* Number of elements as c1 * N + c0 (a shape holds N at most once). */
+void type_numel(const IrType *t, int64_t *c0, int64_t *c1);
+/* "f32[N,784]" into buf; returns buf. */
+const char *type_str(const IrType *t, char *buf, size_t size);
+enum { TYPE_STR_MAX = 96 };
+
+/* ---- the module --------------------------------------------------------------- */
+
+/* One tensor of the model state. */
+typedef struct StateSlot {
+    const char *name;
+    IrType type;
+    int64_t offset, size; /* in elements of the state buffer */
+    uint32_t flags;       /* NF_FROZEN / NF_OPT_STATE / NF_HYPER */
+    InitKind init;
+    double init_arg, fan_in, fan_out;
+} StateSlot;
+
+typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM, OPT_COUNT } OptimizerKind;
+extern const char *const optimizer_names[OPT_COUNT];
+
+/* The `train` statement, after command-line overrides. */
+typedef struct TrainSpec {
+    OptimizerKind optimizer;
+    double lr, momentum, beta1, beta2, eps;
+    int64_t batch, epochs;
+    Span span;
+} TrainSpec;
+
+typedef struct Module {
+    Arena *arena;
+    const Source *src;
+    const char *name;
+    Graph *model;      /* as written, before any pass */
+    Graph *forward;    /* inference                   */
+    Graph *eval;       /* inference plus the loss     */
+    Graph *grad;       /* loss and gradients          */
+    Graph *train;      /* grad plus the update        */
+    TrainSpec train_spec;
+    StateSlot *slots;
+    int nslots, slots_cap;
+    int64_t state_size; /* elements */
+} Module;
+
+Module *module_new(Arena *a, const Source *src);
+/* Lays out the state from the params of the train graph (params first, then
+ * optimizer state, then hyper-parameters); fills m->slots. */
+void module_layout_state(Module *m);
+const StateSlot *module_find_slot(const Module *m, const char *name);
+
+/* ---- printing and checking ------------------------------------------------------- */
+void graph_print(FILE *out, const Graph *g);
+void module_print(FILE *out, const Module *m);
+/* Structural checks (SSA order, arity, types re-derived by the shape rules).
+ * Returns false and prints what is wrong; only bugs in nnc make it fail. */
+bool graph_verify(const Graph *g, FILE *err);
+
+#endif

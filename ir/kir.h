@@ -1,0 +1,188 @@
+/* kir.h - the Kernel IR: what a backend translates.
+ *
+ * A KProgram is one compiled function (forward, eval, grad, train_step or
+ * init): a list of buffers and a list of kernels run in order. A kernel is
+ * either a library call (gemm) or a loop nest whose statements are tiny:
+ * declare a scalar local, update it, store to a buffer. Expressions are
+ * trees of loads at affine indices, arithmetic, math functions, selects and
+ * a counter-based random number.
+ *
+ * The semantics of every op are written once, in passes/lower.c, in these
+ * terms; the LLVM, C and CUDA backends only translate loops and expressions,
+ * which is what keeps them small and in agreement.
+ *
+ * Numbers: "real" is f32, or f64 when a program is built for gradient
+ * checking (KProgram.real_f64); "int" is a 64-bit index. */
+#ifndef NNC_KIR_H
+#define NNC_KIR_H
+
+#include "ir/ir.h"
+
+/* A size or offset c0 + c1 * N, in elements. */
+typedef struct NPoly {
+    int64_t c0, c1;
+} NPoly;
+
+static inline int64_t npoly_eval(NPoly p, int64_t batch) { return p.c0 + p.c1 * batch; }
+static inline NPoly npoly_add(NPoly a, NPoly b) { return (NPoly){a.c0 + b.c0, a.c1 + b.c1}; }
+
+typedef enum { KT_INT, KT_REAL, KT_BOOL } KType;
+
+typedef enum {
+    KX_INT,    /* i                                       */
+    KX_REAL,   /* r                                       */
+    KX_BATCH,  /* N, the batch size (int)                 */
+    KX_VAR,    /* loop variable i (int)                   */
+    KX_LOCAL,  /* scalar local i (real)                   */
+    KX_LOAD,   /* buf[a]: real, or int for an i32 buffer  */
+    KX_SEED,   /* the program's seed argument (int, init) */
+    /* binary, int or real */
+    KX_ADD, KX_SUB, KX_MUL, KX_DIV, KX_MOD, KX_MIN, KX_MAX,
+    KX_POW, /* real */
+    /* unary, real */
+    KX_NEG, KX_EXP, KX_LOG, KX_SQRT, KX_ABS,
+    /* comparisons -> bool */
+    KX_LT, KX_LE, KX_GT, KX_GE, KX_EQ, KX_NE,
+    KX_SELECT, /* a ? b : c                               */
+    KX_TOREAL, /* int -> real                             */
+    /* uniform in (0, 1) from the counter-based generator: key a, counter b
+     * (both int); see runtime/rng.h for the exact function                */
+    KX_RAND,
+    KX_COUNT
+} KxOp;
+
+extern const char *const kx_names[KX_COUNT];
+
+typedef struct Kx Kx;
+struct Kx {
+    KxOp op;
+    KType type;
+    Kx *a, *b, *c;
+    int64_t i; /* KX_INT, KX_VAR, KX_LOCAL, KX_LOAD (buffer) */
+    double r;  /* KX_REAL */
+};
+
+typedef enum {
+    KS_FOR,    /* for var in [0, extent): body                 */
+    KS_DECL,   /* real local := value                          */
+    KS_UPDATE, /* local := local <op> value  (op ADD/MAX/MIN) */
+    KS_STORE,  /* buf[index] := value (accumulate: +=)         */
+} KsKind;
+
+typedef struct Ks Ks;
+typedef struct KsBlock {
+    Ks **items;
+    int n, cap;
+} KsBlock;
+
+struct Ks {
+    KsKind kind;
+    int var;    /* FOR: loop variable; DECL/UPDATE: local */
+    Kx *extent; /* FOR */
+    bool parallel; /* FOR: iterations are independent */
+    KxOp update_op;
+    Kx *value;
+    int buf;    /* STORE */
+    Kx *index;  /* STORE */
+    bool accumulate;
+    KsBlock body; /* FOR */
+};
+
+typedef enum {
+    KB_STATE, /* a slot of the model state                */
+    KB_ARG,   /* an input, target or output argument       */
+    KB_WORK,  /* an intermediate in the workspace arena    */
+    KB_VIEW,  /* the storage of another buffer (reshapes)  */
+} KBufKind;
+
+typedef enum { ARG_INPUT, ARG_TARGET, ARG_OUTPUT } ArgRole;
+
+typedef struct KBuf {
+    const char *name;
+    KBufKind kind;
+    DType dtype;    /* DT_F32 means "real" */
+    NPoly size;     /* elements */
+    NPoly offset;   /* KB_STATE: within the state; KB_WORK: within the workspace */
+    int arg;        /* KB_ARG: index into the argument list */
+    int view_of;    /* KB_VIEW: the buffer whose storage this is */
+    IrType type;    /* the tensor it holds */
+} KBuf;
+
+typedef struct KArg {
+    const char *name;
+    ArgRole role;
+    IrType type;
+} KArg;
+
+typedef enum { KK_LOOP, KK_GEMM } KernelKind;
+
+typedef struct KGemm {
+    bool ta, tb;
+    Kx *m, *n, *k;      /* C is m x n; op(A) m x k; op(B) k x n */
+    double alpha, beta; /* C := alpha op(A) op(B) + beta C       */
+    int a, b, c;        /* buffers, row-major, leading dims from shapes */
+    Kx *lda, *ldb, *ldc;
+} KGemm;
+
+typedef struct Kernel {
+    KernelKind kind;
+    const char *name; /* from the graph node it came from */
+    int node;         /* that node's index, or -1 */
+    KsBlock body;     /* KK_LOOP */
+    KGemm gemm;       /* KK_GEMM */
+} Kernel;
+
+typedef enum { PROG_FORWARD, PROG_EVAL, PROG_GRAD, PROG_TRAIN, PROG_INIT } ProgKind;
+
+typedef struct KProgram {
+    Arena *arena;
+    const char *name; /* "forward", "train_step", ... */
+    ProgKind kind;
+    bool real_f64;
+    KBuf *bufs;
+    int nbufs, bufs_cap;
+    KArg *args;
+    int nargs, args_cap;
+    Kernel *kernels;
+    int nkernels, kernels_cap;
+    int nvars, nlocals;
+    int result_buf;    /* scalar returned by the function (the loss), or -1 */
+    NPoly workspace;   /* elements of real */
+    int64_t state_size;
+} KProgram;
+
+/* ---- building ---------------------------------------------------------------- */
+KProgram *kprog_new(Arena *a, const char *name, ProgKind kind);
+int kprog_add_buf(KProgram *p, KBuf buf);
+int kprog_add_arg(KProgram *p, KArg arg);
+Kernel *kprog_add_kernel(KProgram *p, KernelKind kind, const char *name, int node);
+int kprog_new_var(KProgram *p);
+int kprog_new_local(KProgram *p);
+
+Kx *kx_int(Arena *a, int64_t v);
+Kx *kx_real(Arena *a, double v);
+Kx *kx_batch(Arena *a);
+Kx *kx_seed(Arena *a);
+Kx *kx_var(Arena *a, int var);
+Kx *kx_local(Arena *a, int local);
+Kx *kx_load(const KProgram *p, int buf, Kx *index);
+/* Arithmetic with light folding of constants (x*1, x+0, 2*3). */
+Kx *kx_bin(Arena *a, KxOp op, Kx *x, Kx *y);
+Kx *kx_un(Arena *a, KxOp op, Kx *x);
+Kx *kx_cmp(Arena *a, KxOp op, Kx *x, Kx *y);
+Kx *kx_select(Arena *a, Kx *cond, Kx *then, Kx *otherwise);
+Kx *kx_toreal(Arena *a, Kx *x);
+Kx *kx_rand(Arena *a, Kx *key, Kx *counter);
+Kx *kx_npoly(Arena *a, NPoly p);
+
+Ks *ks_for(Arena *a, KsBlock *parent, int var, Kx *extent, bool parallel);
+void ks_decl(Arena *a, KsBlock *b, int local, Kx *value);
+void ks_update(Arena *a, KsBlock *b, int local, KxOp op, Kx *value);
+void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumulate);
+
+/* The storage buffer behind a view chain. */
+int kprog_root_buf(const KProgram *p, int buf);
+
+void kprog_print(FILE *out, const KProgram *p);
+
+#endif
