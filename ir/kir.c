@@ -1,0 +1,210 @@
+/* kir.c - building Kernel IR programs, with light constant folding so that
+ * index arithmetic stays readable (i*1+0 prints as i). */
+#include "ir/kir.h"
+#include "support/util.h"
+
+const char *const kx_names[KX_COUNT] = {
+    [KX_INT] = "int",   [KX_REAL] = "real",   [KX_BATCH] = "N",     [KX_VAR] = "var",
+    [KX_LOCAL] = "local", [KX_LOAD] = "load", [KX_SEED] = "seed",   [KX_ADD] = "+",
+    [KX_SUB] = "-",     [KX_MUL] = "*",       [KX_DIV] = "/",       [KX_MOD] = "%",
+    [KX_MIN] = "min",   [KX_MAX] = "max",     [KX_POW] = "pow",     [KX_NEG] = "neg",
+    [KX_EXP] = "exp",   [KX_LOG] = "log",     [KX_SQRT] = "sqrt",   [KX_ABS] = "abs",     [KX_COS] = "cos",
+    [KX_LT] = "<",      [KX_LE] = "<=",       [KX_GT] = ">",        [KX_GE] = ">=",
+    [KX_EQ] = "==",     [KX_NE] = "!=",       [KX_SELECT] = "select", [KX_TOREAL] = "real",
+    [KX_RAND] = "rand",
+};
+
+KProgram *kprog_new(Arena *a, const char *name, ProgKind kind) {
+    KProgram *p = ARENA_NEW(a, KProgram);
+    p->arena = a;
+    p->name = name;
+    p->kind = kind;
+    p->result_buf = -1;
+    return p;
+}
+
+int kprog_add_buf(KProgram *p, KBuf buf) {
+    VEC_PUSH(p->arena, p->bufs, p->nbufs, p->bufs_cap, buf);
+    return p->nbufs - 1;
+}
+
+int kprog_add_arg(KProgram *p, KArg arg) {
+    VEC_PUSH(p->arena, p->args, p->nargs, p->args_cap, arg);
+    return p->nargs - 1;
+}
+
+Kernel *kprog_add_kernel(KProgram *p, KernelKind kind, const char *name, int node) {
+    Kernel k = {.kind = kind, .name = name, .node = node};
+    VEC_PUSH(p->arena, p->kernels, p->nkernels, p->kernels_cap, k);
+    return &p->kernels[p->nkernels - 1];
+}
+
+int kprog_new_var(KProgram *p) { return p->nvars++; }
+int kprog_new_local(KProgram *p) { return p->nlocals++; }
+
+int kprog_root_buf(const KProgram *p, int buf) {
+    while (p->bufs[buf].kind == KB_VIEW) buf = p->bufs[buf].view_of;
+    return buf;
+}
+
+static Kx *kx_new(Arena *a, KxOp op, KType type) {
+    Kx *x = ARENA_NEW(a, Kx);
+    x->op = op;
+    x->type = type;
+    return x;
+}
+
+Kx *kx_int(Arena *a, int64_t v) {
+    Kx *x = kx_new(a, KX_INT, KT_INT);
+    x->i = v;
+    return x;
+}
+
+Kx *kx_real(Arena *a, double v) {
+    Kx *x = kx_new(a, KX_REAL, KT_REAL);
+    x->r = v;
+    return x;
+}
+
+Kx *kx_batch(Arena *a) { return kx_new(a, KX_BATCH, KT_INT); }
+Kx *kx_seed(Arena *a) { return kx_new(a, KX_SEED, KT_INT); }
+
+Kx *kx_var(Arena *a, int var) {
+    Kx *x = kx_new(a, KX_VAR, KT_INT);
+    x->i = var;
+    return x;
+}
+
+Kx *kx_local(Arena *a, int local) {
+    Kx *x = kx_new(a, KX_LOCAL, KT_REAL);
+    x->i = local;
+    return x;
+}
+
+Kx *kx_load(const KProgram *p, int buf, Kx *index) {
+    NNC_ASSERT(index->type == KT_INT);
+    Kx *x = kx_new(p->arena, KX_LOAD, p->bufs[buf].dtype == DT_I32 ? KT_INT : KT_REAL);
+    x->i = buf;
+    x->a = index;
+    return x;
+}
+
+static bool is_int_const(const Kx *x, int64_t v) { return x->op == KX_INT && x->i == v; }
+
+Kx *kx_bin(Arena *a, KxOp op, Kx *x, Kx *y) {
+    NNC_ASSERT(x->type == y->type && x->type != KT_BOOL);
+    if (x->op == KX_INT && y->op == KX_INT) {
+        int64_t u = x->i, v = y->i;
+        switch (op) {
+        case KX_ADD: return kx_int(a, u + v);
+        case KX_SUB: return kx_int(a, u - v);
+        case KX_MUL: return kx_int(a, u * v);
+        case KX_DIV: if (v) return kx_int(a, u / v); break;
+        case KX_MOD: if (v) return kx_int(a, u % v); break;
+        case KX_MIN: return kx_int(a, u < v ? u : v);
+        case KX_MAX: return kx_int(a, u > v ? u : v);
+        default: break;
+        }
+    }
+    if (x->type == KT_INT) {
+        if (op == KX_ADD && is_int_const(x, 0)) return y;
+        if ((op == KX_ADD || op == KX_SUB) && is_int_const(y, 0)) return x;
+        if (op == KX_MUL && (is_int_const(x, 0) || is_int_const(y, 1))) return x;
+        if (op == KX_MUL && (is_int_const(y, 0) || is_int_const(x, 1))) return y;
+        if (op == KX_DIV && is_int_const(y, 1)) return x;
+        if (op == KX_MOD && is_int_const(y, 1)) return kx_int(a, 0);
+    }
+    if (x->type == KT_REAL) {
+        if (op == KX_MUL && x->op == KX_REAL && x->r == 1.0) return y;
+        if ((op == KX_MUL || op == KX_DIV) && y->op == KX_REAL && y->r == 1.0) return x;
+    }
+    Kx *r = kx_new(a, op, x->type);
+    r->a = x;
+    r->b = y;
+    return r;
+}
+
+Kx *kx_un(Arena *a, KxOp op, Kx *x) {
+    NNC_ASSERT(x->type == KT_REAL);
+    if (op == KX_NEG && x->op == KX_REAL) return kx_real(a, -x->r);
+    Kx *r = kx_new(a, op, KT_REAL);
+    r->a = x;
+    return r;
+}
+
+Kx *kx_cmp(Arena *a, KxOp op, Kx *x, Kx *y) {
+    NNC_ASSERT(x->type == y->type);
+    Kx *r = kx_new(a, op, KT_BOOL);
+    r->a = x;
+    r->b = y;
+    return r;
+}
+
+Kx *kx_select(Arena *a, Kx *cond, Kx *then, Kx *otherwise) {
+    NNC_ASSERT(cond->type == KT_BOOL && then->type == otherwise->type);
+    Kx *r = kx_new(a, KX_SELECT, then->type);
+    r->a = cond;
+    r->b = then;
+    r->c = otherwise;
+    return r;
+}
+
+Kx *kx_toreal(Arena *a, Kx *x) {
+    if (x->type == KT_REAL) return x;
+    if (x->op == KX_INT) return kx_real(a, (double)x->i);
+    Kx *r = kx_new(a, KX_TOREAL, KT_REAL);
+    r->a = x;
+    return r;
+}
+
+Kx *kx_rand(Arena *a, Kx *key, Kx *counter) {
+    NNC_ASSERT(key->type == KT_INT && counter->type == KT_INT);
+    Kx *r = kx_new(a, KX_RAND, KT_REAL);
+    r->a = key;
+    r->b = counter;
+    return r;
+}
+
+Kx *kx_npoly(Arena *a, NPoly p) {
+    return kx_bin(a, KX_ADD, kx_bin(a, KX_MUL, kx_int(a, p.c1), kx_batch(a)), kx_int(a, p.c0));
+}
+
+static Ks *ks_new(Arena *a, KsBlock *parent, KsKind kind) {
+    Ks *s = ARENA_NEW(a, Ks);
+    s->kind = kind;
+    VEC_PUSH(a, parent->items, parent->n, parent->cap, s);
+    return s;
+}
+
+Ks *ks_for(Arena *a, KsBlock *parent, int var, Kx *extent, bool parallel) {
+    NNC_ASSERT(extent->type == KT_INT);
+    Ks *s = ks_new(a, parent, KS_FOR);
+    s->var = var;
+    s->extent = extent;
+    s->parallel = parallel;
+    return s;
+}
+
+void ks_decl(Arena *a, KsBlock *b, int local, Kx *value) {
+    NNC_ASSERT(value->type == KT_REAL);
+    Ks *s = ks_new(a, b, KS_DECL);
+    s->var = local;
+    s->value = value;
+}
+
+void ks_update(Arena *a, KsBlock *b, int local, KxOp op, Kx *value) {
+    NNC_ASSERT(value->type == KT_REAL);
+    Ks *s = ks_new(a, b, KS_UPDATE);
+    s->var = local;
+    s->update_op = op;
+    s->value = value;
+}
+
+void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumulate) {
+    NNC_ASSERT(index->type == KT_INT && value->type != KT_BOOL);
+    Ks *s = ks_new(a, b, KS_STORE);
+    s->buf = buf;
+    s->index = index;
+    s->value = value;
+    s->accumulate = accumulate;
+}

@@ -1,0 +1,153 @@
+/* kir_print.c - the Kernel IR as text (--emit-kir), in a C-like notation:
+ *
+ *   kernel h.act (node %5)
+ *     for i0 < N parallel
+ *       for i1 < 10
+ *         t3[i0*10 + i1] = 1 / (1 + exp(-t2[i0*10 + i1]))
+ */
+#include "ir/kir.h"
+
+static void print_npoly(FILE *out, NPoly p) {
+    if (p.c1 && p.c0) fprintf(out, "%lld*N + %lld", (long long)p.c1, (long long)p.c0);
+    else if (p.c1) fprintf(out, "%lld*N", (long long)p.c1);
+    else fprintf(out, "%lld", (long long)p.c0);
+}
+
+static int precedence(KxOp op) {
+    switch (op) {
+    case KX_LT: case KX_LE: case KX_GT: case KX_GE: case KX_EQ: case KX_NE: return 1;
+    case KX_ADD: case KX_SUB: return 2;
+    case KX_MUL: case KX_DIV: case KX_MOD: return 3;
+    default: return 4;
+    }
+}
+
+static void print_kx(FILE *out, const KProgram *p, const Kx *x, int outer) {
+    int prec = precedence(x->op);
+    switch (x->op) {
+    case KX_INT: fprintf(out, "%lld", (long long)x->i); return;
+    case KX_REAL: fprintf(out, "%.9g", x->r); return;
+    case KX_BATCH: fputs("N", out); return;
+    case KX_SEED: fputs("seed", out); return;
+    case KX_VAR: fprintf(out, "i%lld", (long long)x->i); return;
+    case KX_LOCAL: fprintf(out, "s%lld", (long long)x->i); return;
+    case KX_LOAD:
+        fprintf(out, "b%lld[", (long long)x->i);
+        print_kx(out, p, x->a, 0);
+        fputs("]", out);
+        return;
+    case KX_ADD: case KX_SUB: case KX_MUL: case KX_DIV: case KX_MOD:
+    case KX_LT: case KX_LE: case KX_GT: case KX_GE: case KX_EQ: case KX_NE:
+        if (prec < outer) fputc('(', out);
+        print_kx(out, p, x->a, prec);
+        fprintf(out, " %s ", kx_names[x->op]);
+        print_kx(out, p, x->b, prec + 1);
+        if (prec < outer) fputc(')', out);
+        return;
+    case KX_NEG:
+        fputc('-', out);
+        print_kx(out, p, x->a, 5);
+        return;
+    case KX_SELECT:
+        fputs("select(", out);
+        print_kx(out, p, x->a, 0);
+        fputs(", ", out);
+        print_kx(out, p, x->b, 0);
+        fputs(", ", out);
+        print_kx(out, p, x->c, 0);
+        fputs(")", out);
+        return;
+    default:
+        fprintf(out, "%s(", kx_names[x->op]);
+        print_kx(out, p, x->a, 0);
+        if (x->b) {
+            fputs(", ", out);
+            print_kx(out, p, x->b, 0);
+        }
+        fputs(")", out);
+        return;
+    }
+}
+
+static void print_block(FILE *out, const KProgram *p, const KsBlock *b, int depth) {
+    for (int i = 0; i < b->n; i++) {
+        const Ks *s = b->items[i];
+        fprintf(out, "%*s", 2 * depth, "");
+        switch (s->kind) {
+        case KS_FOR:
+            fprintf(out, "for i%d < ", s->var);
+            print_kx(out, p, s->extent, 0);
+            fputs(s->parallel ? " parallel\n" : "\n", out);
+            print_block(out, p, &s->body, depth + 1);
+            break;
+        case KS_DECL:
+            fprintf(out, "s%d = ", s->var);
+            print_kx(out, p, s->value, 0);
+            fputc('\n', out);
+            break;
+        case KS_UPDATE:
+            if (s->update_op == KX_ADD) fprintf(out, "s%d += ", s->var);
+            else fprintf(out, "s%d = %s(s%d, ", s->var, kx_names[s->update_op], s->var);
+            print_kx(out, p, s->value, 0);
+            fputs(s->update_op == KX_ADD ? "\n" : ")\n", out);
+            break;
+        case KS_STORE:
+            fprintf(out, "b%d[", s->buf);
+            print_kx(out, p, s->index, 0);
+            fprintf(out, "] %s ", s->accumulate ? "+=" : "=");
+            print_kx(out, p, s->value, 0);
+            fputc('\n', out);
+            break;
+        }
+    }
+}
+
+void kprog_print(FILE *out, const KProgram *p) {
+    static const char *const kinds[] = {"state", "arg", "work", "view"};
+    static const char *const roles[] = {"input", "target", "output"};
+    fprintf(out, "program %s (real = %s, workspace ", p->name, p->real_f64 ? "f64" : "f32");
+    print_npoly(out, p->workspace);
+    fprintf(out, ")\n");
+    for (int i = 0; i < p->nargs; i++) {
+        char tb[TYPE_STR_MAX];
+        fprintf(out, "  arg %d %s %s %s\n", i, roles[p->args[i].role], p->args[i].name,
+                type_str(&p->args[i].type, tb, sizeof tb));
+    }
+    for (int i = 0; i < p->nbufs; i++) {
+        const KBuf *b = &p->bufs[i];
+        char tb[TYPE_STR_MAX];
+        fprintf(out, "  b%-3d %-5s %-28s %-16s", i, kinds[b->kind], b->name ? b->name : "",
+                type_str(&b->type, tb, sizeof tb));
+        if (b->kind == KB_STATE || b->kind == KB_WORK) {
+            fputs(" @", out);
+            print_npoly(out, b->offset);
+        } else if (b->kind == KB_ARG) {
+            fprintf(out, " arg %d", b->arg);
+        } else {
+            fprintf(out, " of b%d", b->view_of);
+        }
+        fputc('\n', out);
+    }
+    if (p->result_buf >= 0) fprintf(out, "  returns b%d[0]\n", p->result_buf);
+    for (int k = 0; k < p->nkernels; k++) {
+        const Kernel *kn = &p->kernels[k];
+        fprintf(out, "kernel %s", kn->name ? kn->name : "");
+        if (kn->node >= 0) fprintf(out, " (node %%%d)", kn->node);
+        fputc('\n', out);
+        if (kn->kind == KK_GEMM) {
+            const KGemm *g = &kn->gemm;
+            fprintf(out, "  gemm b%d = %.9g * b%d%s @ b%d%s", g->c, g->alpha, g->a, g->ta ? "^T" : "",
+                    g->b, g->tb ? "^T" : "");
+            if (g->beta != 0) fprintf(out, " + %.9g * b%d", g->beta, g->c);
+            fputs("  (m=", out);
+            print_kx(out, p, g->m, 0);
+            fputs(", n=", out);
+            print_kx(out, p, g->n, 0);
+            fputs(", k=", out);
+            print_kx(out, p, g->k, 0);
+            fputs(")\n", out);
+        } else {
+            print_block(out, p, &kn->body, 1);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+/* print.c - the Graph IR as text.
+ *
+ * The format is stable (golden tests compare it) and reads top-down:
+ *
+ *   %4 = matmul %0, %2 {tb=1} : f32[N,10]       # h, line 6
+ *
+ * Attributes at their default value are left out. Leaves print their name
+ * first; flags (output, loss, target, ...) follow the type. */
+#include "ir/ir.h"
+
+#include <string.h>
+
+static void print_attr_value(FILE *out, Op op, int k, double v) {
+    if (op == OP_PARAM && k == 0 && v >= 0 && v < INIT_COUNT) {
+        fputs(init_names[(int)v], out);
+        return;
+    }
+    fprintf(out, "%.9g", v);
+}
+
+static void print_flags(FILE *out, uint32_t flags) {
+    static const struct {
+        uint32_t flag;
+        const char *name;
+    } names[] = {
+        {NF_TARGET, "target"}, {NF_OUTPUT, "output"},       {NF_LOSS, "loss"},
+        {NF_FROZEN, "frozen"}, {NF_OPT_STATE, "opt_state"}, {NF_HYPER, "hyper"},
+        {NF_GRAD, "grad"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (flags & names[i].flag) fprintf(out, " %s", names[i].name);
+}
+
+static void print_node(FILE *out, const Graph *g, int id, const Source *src) {
+    const Node *n = &g->nodes[id];
+    const OpInfo *info = op_info(n->op);
+    char line[512];
+    int len = snprintf(line, sizeof line, "  %%%d = %s", id, info->name);
+    bool leaf_named = (n->op == OP_INPUT || n->op == OP_PARAM) && n->name;
+    if (leaf_named) len += snprintf(line + len, sizeof line - (size_t)len, " %s", n->name);
+    for (int i = 0; i < n->nin; i++)
+        len += snprintf(line + len, sizeof line - (size_t)len, "%s%%%d", i ? ", " : " ", n->in[i]);
+    fputs(line, out);
+    int col = len;
+
+    bool open = false;
+    for (int k = 0; k < info->nattrs; k++) {
+        if (!info->attr_required[k] && n->attr[k] == info->attr_defaults[k]) continue;
+        col += fprintf(out, "%s%s=", open ? ", " : " {", info->attr_names[k]);
+        char buf[64];
+        FILE *mem = fmemopen(buf, sizeof buf, "w");
+        print_attr_value(mem, n->op, k, n->attr[k]);
+        long w = ftell(mem);
+        fclose(mem);
+        buf[w < (long)sizeof buf ? w : (long)sizeof buf - 1] = 0;
+        col += fprintf(out, "%s", buf);
+        open = true;
+    }
+    if (open) col += fprintf(out, "}");
+
+    char tb[TYPE_STR_MAX];
+    col += fprintf(out, " : %s", type_str(&n->type, tb, sizeof tb));
+    print_flags(out, n->flags);
+
+    if (!leaf_named && (n->name || span_valid(n->span))) {
+        /* Align trailing comments so the graph reads as a table. */
+        for (int c = col; c < 52; c++) fputc(' ', out);
+        fputs("  #", out);
+        if (n->name && !leaf_named) fprintf(out, " %s%s", n->name, span_valid(n->span) ? "," : "");
+        if (span_valid(n->span) && src) {
+            int l, c;
+            source_line_col(src, n->span.begin, &l, &c);
+            fprintf(out, " line %d", l);
+        }
+    }
+    fputc('\n', out);
+}
+
+static void graph_print_src(FILE *out, const Graph *g, const Source *src) {
+    fprintf(out, "func %s {\n", g->name);
+    for (int i = 0; i < g->n; i++) print_node(out, g, i, src);
+    fprintf(out, "}\n");
+}
+
+void graph_print(FILE *out, const Graph *g) { graph_print_src(out, g, NULL); }
+
+void module_print(FILE *out, const Module *m) {
+    fprintf(out, "module %s\n", m->name);
+    if (m->nslots) {
+        fprintf(out, "\nstate {  # %lld floats\n", (long long)m->state_size);
+        for (int i = 0; i < m->nslots; i++) {
+            const StateSlot *s = &m->slots[i];
+            char tb[TYPE_STR_MAX];
+            fprintf(out, "  %-24s %-16s @%-8lld %s", s->name, type_str(&s->type, tb, sizeof tb),
+                    (long long)s->offset, init_names[s->init]);
+            if (s->init == INIT_CONST || s->init == INIT_UNIFORM || s->init == INIT_NORMAL)
+                fprintf(out, "(%.9g)", s->init_arg);
+            print_flags(out, s->flags);
+            fputc('\n', out);
+        }
+        fprintf(out, "}\n");
+    }
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    bool any = false;
+    for (size_t i = 0; i < sizeof graphs / sizeof graphs[0]; i++) {
+        if (!graphs[i]) continue;
+        fputc('\n', out);
+        graph_print_src(out, graphs[i], m->src);
+        any = true;
+    }
+    if (!any && m->model) {
+        fputc('\n', out);
+        graph_print_src(out, m->model, m->src);
+    }
+}
