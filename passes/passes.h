@@ -1,0 +1,63 @@
+/* passes.h - every pass over the Graph IR, and the lowering to Kernel IR.
+ *
+ * The pipeline (pipeline.c) runs, in order:
+ *
+ *   derive      model graph -> forward, eval and grad graphs (dead nodes gone)
+ *   autodiff    grad graph += the gradient of the loss for every trainable param
+ *   optimizer   train graph = grad graph + the parameter update; state layout
+ *
+ * and lower.c turns any of the resulting graphs into a KProgram. Shape
+ * inference is not a separate step: every node gets its type from its shape
+ * rule the moment it is built (the frontend needs shapes to build layers),
+ * and pass_shape_recheck re-derives all of them as a verifier. */
+#ifndef NNC_PASSES_H
+#define NNC_PASSES_H
+
+#include "ir/ir.h"
+#include "ir/kir.h"
+
+/* ---- shape.c ------------------------------------------------------------------ */
+/* Runs node `id`'s shape rule: sets its type, or reports at its span and
+ * returns false. */
+bool shape_infer(Graph *g, int id, Diag *d);
+/* Re-derives every type and reports a node whose type disagrees. */
+bool pass_shape_recheck(const Graph *g, FILE *err);
+/* The shape of broadcasting a and b (NumPy rules); false if incompatible. */
+bool shape_broadcast(const IrType *a, const IrType *b, IrType *out);
+
+/* ---- derive.c ------------------------------------------------------------------ */
+/* Builds m->forward, m->eval and m->grad (before autodiff) from m->model. */
+bool pass_derive(Module *m, Diag *d);
+/* Removes nodes that no root (output, loss, gradient, side effect) needs. */
+void graph_remove_dead(Graph *g);
+
+/* ---- autodiff.c ------------------------------------------------------------------ */
+/* Appends to m->grad the gradient of its loss with respect to every
+ * trainable param, each flagged NF_GRAD and named after its param. */
+bool pass_autodiff(Module *m, Diag *d);
+
+/* ---- optimizer.c ------------------------------------------------------------------ */
+/* m->train = m->grad plus the update of m->train_spec's optimizer, then
+ * lays out the model state (module_layout_state). */
+bool pass_optimizer(Module *m, Diag *d);
+
+/* ---- lower.c ----------------------------------------------------------------------- */
+/* The Kernel IR of one function of the module; `g` is one of m->forward,
+ * m->eval, m->grad, m->train. */
+KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64);
+/* The program that fills the state with initial values from a seed. */
+KProgram *lower_init(Module *m, bool real_f64);
+
+/* ---- pipeline.c -------------------------------------------------------------------- */
+typedef struct PassOptions {
+    const char *print_after; /* pass name, or "all"; NULL for none */
+    FILE *print_to;          /* where --print-after writes (stdout by default) */
+    bool verify_each;        /* verifier after every pass (always on in debug builds) */
+} PassOptions;
+
+/* Runs every pass on a module that the frontend built. */
+bool run_pipeline(Module *m, Diag *d, const PassOptions *opts);
+/* The names of the passes, in order, NULL-terminated (for --help and checks). */
+extern const char *const pass_names[];
+
+#endif
