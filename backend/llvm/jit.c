@@ -1,0 +1,91 @@
+/* jit.c - compiling modules in memory with ORC's LLJIT.
+ *
+ * Modules are optimised for the host CPU (the same pipeline as ahead-of-
+ * time output, so a JIT-ed step computes bit for bit what a compiled
+ * library computes) and then handed to LLJIT. Calls to the runtime
+ * (nnrt_sgemm, libm) resolve against the running process. */
+#include "backend/llvm/llvm_backend.h"
+#include "support/util.h"
+
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+
+#include <stdlib.h>
+
+struct NncJit {
+    LLVMOrcLLJITRef lljit;
+    LLVMOrcThreadSafeContextRef tsctx;
+    LLVMTargetMachineRef tm; /* for the optimisation pipeline */
+};
+
+static char *take_error(LLVMErrorRef e) {
+    char *m = LLVMGetErrorMessage(e);
+    char *copy = LLVMCreateMessage(m);
+    LLVMDisposeErrorMessage(m);
+    return copy;
+}
+
+NncJit *nnc_jit_create(char **err) {
+    llvm_init_native();
+    NncJit *j = xcalloc(1, sizeof *j);
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    /* The builder takes ownership of the target machine it is given. */
+    LLVMOrcJITTargetMachineBuilderRef jtmb =
+        LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(llvm_host_target_machine());
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);
+    LLVMErrorRef e = LLVMOrcCreateLLJIT(&j->lljit, builder);
+    if (e) {
+        *err = take_error(e);
+        free(j);
+        return NULL;
+    }
+    LLVMOrcDefinitionGeneratorRef gen;
+    e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(j->lljit), NULL, NULL);
+    if (e) {
+        *err = take_error(e);
+        LLVMOrcDisposeLLJIT(j->lljit);
+        free(j);
+        return NULL;
+    }
+    LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->lljit), gen);
+    j->tsctx = LLVMOrcCreateNewThreadSafeContext();
+    j->tm = llvm_host_target_machine();
+    return j;
+}
+
+LLVMContextRef nnc_jit_context(NncJit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsctx); }
+
+bool nnc_jit_add(NncJit *j, LLVMModuleRef mod, char **err) {
+    if (!llvm_optimize(mod, j->tm, err)) {
+        LLVMDisposeModule(mod);
+        return false;
+    }
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, j->tsctx);
+    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), tsm);
+    if (e) {
+        LLVMOrcDisposeThreadSafeModule(tsm);
+        *err = take_error(e);
+        return false;
+    }
+    return true;
+}
+
+void *nnc_jit_lookup(NncJit *j, const char *name) {
+    LLVMOrcExecutorAddress addr = 0;
+    LLVMErrorRef e = LLVMOrcLLJITLookup(j->lljit, &addr, name);
+    if (e) {
+        char *m = take_error(e);
+        fprintf(stderr, "nnc: internal error: JIT lookup of %s failed: %s\n", name, m);
+        LLVMDisposeMessage(m);
+        return NULL;
+    }
+    return (void *)(uintptr_t)addr;
+}
+
+void nnc_jit_destroy(NncJit *j) {
+    if (!j) return;
+    LLVMOrcDisposeLLJIT(j->lljit);
+    LLVMOrcDisposeThreadSafeContext(j->tsctx);
+    LLVMDisposeTargetMachine(j->tm);
+    free(j);
+}

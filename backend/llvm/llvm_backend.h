@@ -1,0 +1,45 @@
+/* llvm_backend.h - Kernel IR -> LLVM IR, optimisation for the host CPU, and
+ * the ORC JIT.
+ *
+ * Every program becomes one function with the internal calling convention
+ *
+ *   real NAME(real *state, void **args, int64_t batch, real *workspace, uint64_t seed)
+ *
+ * (real = float, or double for f64 programs); args holds the program's
+ * arguments in order (KProgram.args) and the result is the loss, or 0. */
+#ifndef NNC_LLVM_BACKEND_H
+#define NNC_LLVM_BACKEND_H
+
+#include "ir/kir.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include <stdbool.h>
+
+/* The native target, initialised once. */
+void llvm_init_native(void);
+
+/* A target machine for this host's CPU and its features (AVX2, AVX-512...),
+ * so the vectorizer uses every unit there is. The caller disposes it. */
+LLVMTargetMachineRef llvm_host_target_machine(void);
+
+/* Emits `prog` into `mod` as a function called `name`. */
+LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *prog, const char *name);
+
+/* Verifies `mod` and runs the default<O3> pipeline for `tm`. On failure
+ * returns false with a message in *err (free with LLVMDisposeMessage). */
+bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err);
+
+/* ---- the JIT (jit.c) --------------------------------------------------------------- */
+typedef struct NncJit NncJit;
+
+NncJit *nnc_jit_create(char **err);
+/* A fresh context to build a module in; the JIT takes both on nnc_jit_add. */
+LLVMContextRef nnc_jit_context(NncJit *jit);
+/* Optimises and compiles `mod` (built in nnc_jit_context) into the JIT. */
+bool nnc_jit_add(NncJit *jit, LLVMModuleRef mod, char **err);
+void *nnc_jit_lookup(NncJit *jit, const char *name);
+void nnc_jit_destroy(NncJit *jit);
+
+#endif
