@@ -1,0 +1,1053 @@
+/* lower.c - giving a parsed .nn program its meaning: the model graph.
+ *
+ * Statements run top to bottom. Names bind to values (tensors, numbers) in
+ * scopes; a `def` is expanded at every call, with a scope of its own.
+ * Calls resolve to, in order: a def of the program, a layer (dense,
+ * flatten; layers create parameters), a function (sum, mean, mse,
+ * cross_entropy, ...) or a public op of ops.def (relu, exp, ...). Every
+ * call's arguments are matched against a signature, so a typo, a missing
+ * argument or a stray keyword is an error with the nearest correct name.
+ *
+ * Parameters are named after what creates them: `h = dense(x, 10)` makes
+ * h.W and h.b; a layer nested in an expression or a def is named by its
+ * place, e.g. logits.dense0.W (see docs/language.md, "Parameter names"). */
+#include "frontend/frontend.h"
+#include "passes/passes.h"
+#include "support/util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- values and scopes -------------------------------------------------------------- */
+
+typedef enum { V_ERROR, V_TENSOR, V_NUMBER, V_STRING } ValueKind;
+
+typedef struct Value {
+    ValueKind kind;
+    int node;    /* V_TENSOR */
+    double num;  /* V_NUMBER */
+    bool is_int; /* V_NUMBER */
+    const char *str;
+} Value;
+
+static const Value value_error = {.kind = V_ERROR};
+
+typedef struct Binding {
+    const char *name;
+    Span span; /* where it was defined */
+    Value value;
+    const Stmt *def; /* a def, instead of a value */
+} Binding;
+
+typedef struct Scope {
+    struct Scope *parent;
+    Binding *items;
+    int n, cap;
+    const char *prefix;  /* parameter names inside it start with this */
+    int counters[64];    /* per layer kind: how many unnamed ones so far */
+    const char *counter_names[64];
+    int ncounters;
+} Scope;
+
+typedef struct Lower {
+    Module *m;
+    Graph *g;
+    Arena *a;
+    Diag *d;
+    Scope *scope;
+    Scope globals;
+    const Expr *stmt_root; /* the right-hand side of the statement being run */
+    const char *stmt_name; /* the name it binds, or NULL */
+    int depth;             /* def calls in progress */
+    bool have_model, have_train;
+    Span model_span;
+} Lower;
+
+static Binding *lookup(Lower *L, const char *name) {
+    for (Scope *s = L->scope; s; s = s->parent)
+        for (int i = s->n - 1; i >= 0; i--)
+            if (strcmp(s->items[i].name, name) == 0) return &s->items[i];
+    return NULL;
+}
+
+static Binding *lookup_local(Scope *s, const char *name) {
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->items[i].name, name) == 0) return &s->items[i];
+    return NULL;
+}
+
+/* Binds `name` in the current scope; a second definition is an error. */
+static bool bind(Lower *L, const char *name, Span span, Value v, const Stmt *def) {
+    Binding *old = lookup_local(L->scope, name);
+    if (old) {
+        int line, col;
+        source_line_col(L->m->src, old->span.begin, &line, &col);
+        diag_error(L->d, span, "'%s' is already defined (line %d); names are defined once", name, line);
+        return false;
+    }
+    Binding b = {.name = name, .span = span, .value = v, .def = def};
+    VEC_PUSH(L->a, L->scope->items, L->scope->n, L->scope->cap, b);
+    return true;
+}
+
+/* ---- building nodes ------------------------------------------------------------------ */
+
+/* Adds a node and runs its shape rule; V_ERROR if the shapes do not fit. */
+static Value emit(Lower *L, Op op, int nin, const int32_t *in, const double *attr, Span span, const char *name) {
+    int id = graph_add(L->g, op, nin, in, attr, span);
+    L->g->nodes[id].name = name;
+    if (!shape_infer(L->g, id, L->d)) return value_error;
+    return (Value){.kind = V_TENSOR, .node = id};
+}
+
+static Value emit1(Lower *L, Op op, int a, Span span, const char *name) {
+    return emit(L, op, 1, (int32_t[]){a}, NULL, span, name);
+}
+
+static Value emit2(Lower *L, Op op, int a, int b, Span span, const char *name) {
+    return emit(L, op, 2, (int32_t[]){a, b}, NULL, span, name);
+}
+
+static Value constant(Lower *L, double v, Span span) {
+    return emit(L, OP_CONST, 0, NULL, (double[]){v}, span, NULL);
+}
+
+static const IrType *type_of(Lower *L, Value v) { return &L->g->nodes[v.node].type; }
+
+static const char *type_text(Lower *L, Value v) {
+    char buf[TYPE_STR_MAX];
+    return arena_strdup(L->a, type_str(type_of(L, v), buf, sizeof buf));
+}
+
+/* A number used where a tensor is needed becomes a scalar constant. */
+static Value as_tensor(Lower *L, Value v, Span span, const char *what) {
+    if (v.kind == V_TENSOR || v.kind == V_ERROR) return v;
+    if (v.kind == V_NUMBER) return constant(L, v.num, span);
+    diag_error(L->d, span, "%s must be a tensor or a number, not a string", what);
+    return value_error;
+}
+
+/* ---- parameter names ----------------------------------------------------------------------- */
+
+/* The name of the layer (or def call) at `call`: the statement's name if it
+ * is the whole right-hand side of a top-level statement, else the scope's
+ * prefix plus the kind and a per-kind counter. */
+static const char *layer_name(Lower *L, const Expr *call, const char *kind) {
+    if (call == L->stmt_root && L->stmt_name && L->depth == 0) return L->stmt_name;
+    Scope *s = L->scope;
+    int k;
+    for (k = 0; k < s->ncounters; k++)
+        if (strcmp(s->counter_names[k], kind) == 0) break;
+    if (k == s->ncounters) {
+        if (k == 64) NNC_BUG("too many layer kinds in one scope");
+        s->counter_names[s->ncounters++] = kind;
+    }
+    int index = s->counters[k]++;
+    const char *prefix = s->prefix ? s->prefix : (L->stmt_name ? L->stmt_name : "layer");
+    return arena_printf(L->a, "%s.%s%d", prefix, kind, index);
+}
+
+/* ---- initialisers ---------------------------------------------------------------------------- */
+
+typedef struct InitSpec {
+    InitKind kind;
+    double arg;
+    bool given;
+} InitSpec;
+
+static const struct {
+    const char *name;
+    InitKind kind;
+} init_aliases[] = {
+    {"zeros", INIT_ZEROS},           {"ones", INIT_ONES},
+    {"xavier", INIT_XAVIER_UNIFORM}, {"glorot", INIT_XAVIER_UNIFORM},
+    {"xavier_uniform", INIT_XAVIER_UNIFORM}, {"xavier_normal", INIT_XAVIER_NORMAL},
+    {"glorot_uniform", INIT_XAVIER_UNIFORM}, {"glorot_normal", INIT_XAVIER_NORMAL},
+    {"he", INIT_HE_NORMAL},          {"kaiming", INIT_HE_NORMAL},
+    {"he_normal", INIT_HE_NORMAL},   {"he_uniform", INIT_HE_UNIFORM},
+    {"uniform", INIT_UNIFORM},       {"normal", INIT_NORMAL},
+    {"constant", INIT_CONST},
+};
+enum { NINIT_ALIASES = sizeof init_aliases / sizeof init_aliases[0] };
+
+static void suggest(Lower *L, Span span, const char *what, const char *name, const char *const *cands, int n) {
+    const char *near = closest_name(name, cands, n);
+    if (near) diag_error(L->d, span, "unknown %s '%s'; did you mean '%s'?", what, name, near);
+    else diag_error(L->d, span, "unknown %s '%s'", what, name);
+}
+
+/* init=he, init=normal(0.02), init=uniform(0.05), init=constant(0.1), init=0.1 */
+static bool parse_init(Lower *L, const Expr *e, InitSpec *out) {
+    if (e->kind == EX_NUMBER) {
+        *out = (InitSpec){INIT_CONST, e->number, true};
+        return true;
+    }
+    if (e->kind == EX_NEG && e->lhs->kind == EX_NUMBER) {
+        *out = (InitSpec){INIT_CONST, -e->lhs->number, true};
+        return true;
+    }
+    if (e->kind != EX_NAME && e->kind != EX_CALL) {
+        diag_error(L->d, e->span, "init= expects an initialiser such as he, xavier, zeros or normal(0.01)");
+        return false;
+    }
+    const char *cands[NINIT_ALIASES];
+    for (int i = 0; i < NINIT_ALIASES; i++) {
+        cands[i] = init_aliases[i].name;
+        if (strcmp(e->text, init_aliases[i].name) != 0) continue;
+        InitKind k = init_aliases[i].kind;
+        bool takes_arg = k == INIT_UNIFORM || k == INIT_NORMAL || k == INIT_CONST;
+        if (takes_arg != (e->kind == EX_CALL)) {
+            if (takes_arg)
+                diag_error(L->d, e->span, "initialiser '%s' needs a value, e.g. %s(%s)", e->text, e->text,
+                           k == INIT_CONST ? "0.1" : "0.05");
+            else
+                diag_error(L->d, e->span, "initialiser '%s' takes no arguments", e->text);
+            return false;
+        }
+        double arg = 0;
+        if (takes_arg) {
+            const Expr *v = e->nargs == 1 && !e->args[0].name ? e->args[0].value : NULL;
+            bool neg = v && v->kind == EX_NEG && v->lhs->kind == EX_NUMBER;
+            if (!v || (v->kind != EX_NUMBER && !neg)) {
+                diag_error(L->d, e->span, "initialiser '%s' takes one number", e->text);
+                return false;
+            }
+            arg = neg ? -v->lhs->number : v->number;
+            if ((k == INIT_UNIFORM || k == INIT_NORMAL) && arg <= 0) {
+                diag_error(L->d, v->span, "the %s of '%s' must be positive",
+                           k == INIT_UNIFORM ? "bound" : "standard deviation", e->text);
+                return false;
+            }
+        }
+        *out = (InitSpec){k, arg, true};
+        return true;
+    }
+    suggest(L, e->kind == EX_CALL ? e->name_span : e->span, "initialiser", e->text, cands, NINIT_ALIASES);
+    return false;
+}
+
+/* A parameter in the state. fan_in / fan_out follow the usual conventions:
+ * [in, out] for matrices, [out, in, kh, kw] for convolution kernels. */
+static Value make_param(Lower *L, const char *name, IrType type, InitSpec init, Span span) {
+    double fan_in = 1, fan_out = 1;
+    if (type.rank == 1) fan_in = fan_out = (double)type.dim[0];
+    else if (type.rank == 2) fan_in = (double)type.dim[0], fan_out = (double)type.dim[1];
+    else if (type.rank >= 3) {
+        double field = 1;
+        for (int i = 2; i < type.rank; i++) field *= (double)type.dim[i];
+        fan_in = (double)type.dim[1] * field;
+        fan_out = (double)type.dim[0] * field;
+    }
+    if (!init.given) init.kind = type.rank >= 2 ? INIT_XAVIER_UNIFORM : INIT_ZEROS;
+    if (graph_find_leaf(L->g, OP_PARAM, name) >= 0) {
+        diag_error(L->d, span, "a parameter named '%s' already exists", name);
+        return value_error;
+    }
+    int id = graph_add(L->g, OP_PARAM, 0, NULL, (double[]){init.kind, init.arg, fan_in, fan_out}, span);
+    Node *n = &L->g->nodes[id];
+    n->name = name;
+    n->type = type;
+    return (Value){.kind = V_TENSOR, .node = id};
+}
+
+/* ---- call signatures --------------------------------------------------------------------------- */
+
+typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS } ArgKind;
+
+typedef struct ParamSpec {
+    const char *name;
+    ArgKind kind;
+    bool required;
+    double dflt; /* A_INT, A_REAL, A_BOOL; A_AXIS: INT_MIN = all axes */
+} ParamSpec;
+
+enum { MAX_PARAMS = 8 };
+#define ALL_AXES (-1000.0)
+
+/* The arguments of one call, matched to a signature. */
+typedef struct Args {
+    const ParamSpec *spec;
+    int n;
+    bool given[MAX_PARAMS];
+    Span span[MAX_PARAMS];
+    Value v[MAX_PARAMS];   /* A_TENSOR */
+    double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: the op or -1 */
+    InitSpec init[MAX_PARAMS];
+    Span call_span;
+    const char *callee;
+} Args;
+
+static Value eval(Lower *L, const Expr *e);
+
+static const char *kind_text(ArgKind k) {
+    switch (k) {
+    case A_TENSOR: return "a tensor";
+    case A_INT: return "an integer";
+    case A_REAL: return "a number";
+    case A_ACT: return "an activation";
+    case A_INIT: return "an initialiser";
+    case A_BOOL: return "true or false";
+    default: return "an axis";
+    }
+}
+
+/* A constant number written in place: 3, -2, 0.5 (possibly negated). */
+static bool literal_number(const Expr *e, double *v, bool *is_int) {
+    if (e->kind == EX_NUMBER) {
+        *v = e->number;
+        *is_int = e->is_int;
+        return true;
+    }
+    if (e->kind == EX_NEG && e->lhs->kind == EX_NUMBER) {
+        *v = -e->lhs->number;
+        *is_int = e->lhs->is_int;
+        return true;
+    }
+    return false;
+}
+
+static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
+    const ParamSpec *p = &args->spec[k];
+    args->given[k] = true;
+    args->span[k] = e->span;
+    double num;
+    bool is_int;
+    switch (p->kind) {
+    case A_TENSOR:
+        args->v[k] = as_tensor(L, eval(L, e), e->span, p->name);
+        return args->v[k].kind != V_ERROR;
+    case A_INT:
+    case A_AXIS:
+        if (!literal_number(e, &num, &is_int) || !is_int) {
+            diag_error(L->d, e->span, "%s: '%s' must be an integer", args->callee, p->name);
+            return false;
+        }
+        args->num[k] = num;
+        return true;
+    case A_REAL:
+        if (!literal_number(e, &num, &is_int)) {
+            diag_error(L->d, e->span, "%s: '%s' must be a number", args->callee, p->name);
+            return false;
+        }
+        args->num[k] = num;
+        return true;
+    case A_BOOL:
+        if (e->kind == EX_NAME && (strcmp(e->text, "true") == 0 || strcmp(e->text, "false") == 0)) {
+            args->num[k] = strcmp(e->text, "true") == 0;
+            return true;
+        }
+        diag_error(L->d, e->span, "%s: '%s' must be true or false", args->callee, p->name);
+        return false;
+    case A_ACT: {
+        if (e->kind != EX_NAME) {
+            diag_error(L->d, e->span, "%s: act= expects an activation name such as relu", args->callee);
+            return false;
+        }
+        if (strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0) {
+            args->num[k] = -1;
+            return true;
+        }
+        Op op = op_lookup(e->text);
+        if (op != OP_COUNT && (op_info(op)->flags & OPF_ACT)) {
+            args->num[k] = op;
+            return true;
+        }
+        const char *cands[OP_COUNT + 3];
+        int n = 0;
+        for (int i = 0; i < OP_COUNT; i++)
+            if (op_info((Op)i)->flags & OPF_ACT) cands[n++] = op_info((Op)i)->name;
+        cands[n++] = "none";
+        suggest(L, e->span, "activation", e->text, cands, n);
+        return false;
+    }
+    case A_INIT: return parse_init(L, e, &args->init[k]);
+    }
+    return false;
+}
+
+/* Matches a call's arguments to `spec` (positional first, then keywords). */
+static bool bind_args(Lower *L, const Expr *call, const ParamSpec *spec, Args *args) {
+    memset(args, 0, sizeof *args);
+    args->spec = spec;
+    args->call_span = call->span;
+    args->callee = call->text;
+    while (spec[args->n].name) args->n++;
+    bool ok = true;
+    int pos = 0;
+    for (int i = 0; i < call->nargs; i++) {
+        const Arg *a = &call->args[i];
+        int k = -1;
+        if (!a->name) {
+            if (pos >= args->n) {
+                diag_error(L->d, a->value->span, "%s takes at most %d argument%s", call->text, args->n,
+                           args->n == 1 ? "" : "s");
+                ok = false;
+                continue;
+            }
+            k = pos++;
+        } else {
+            for (int j = 0; j < args->n; j++)
+                if (strcmp(spec[j].name, a->name) == 0) k = j;
+            if (k < 0) {
+                const char *cands[MAX_PARAMS];
+                for (int j = 0; j < args->n; j++) cands[j] = spec[j].name;
+                const char *near = closest_name(a->name, cands, args->n);
+                if (near)
+                    diag_error(L->d, a->name_span, "%s has no argument '%s'; did you mean '%s'?", call->text,
+                               a->name, near);
+                else
+                    diag_error(L->d, a->name_span, "%s has no argument '%s'", call->text, a->name);
+                ok = false;
+                continue;
+            }
+            if (args->given[k]) {
+                diag_error(L->d, a->name_span, "%s: argument '%s' given twice", call->text, a->name);
+                ok = false;
+                continue;
+            }
+        }
+        ok &= bind_arg(L, args, k, a->value);
+    }
+    for (int k = 0; k < args->n; k++) {
+        if (args->given[k]) continue;
+        if (spec[k].required) {
+            diag_error(L->d, call->span, "%s needs argument '%s' (%s)", call->text, spec[k].name,
+                       kind_text(spec[k].kind));
+            ok = false;
+        }
+        args->num[k] = spec[k].kind == A_ACT ? -1 : spec[k].dflt;
+        args->span[k] = call->span;
+    }
+    return ok;
+}
+
+/* The axis bitmask for `axis` (negative counts from the end) of a tensor of rank `rank`. */
+static bool axis_mask(Lower *L, const Args *args, int k, int rank, unsigned *mask) {
+    double a = args->num[k];
+    if (a == ALL_AXES) {
+        *mask = rank ? (1u << rank) - 1 : 0;
+        return true;
+    }
+    int ax = (int)a < 0 ? (int)a + rank : (int)a;
+    if (ax < 0 || ax >= rank) {
+        diag_error(L->d, args->span[k], "%s: axis %d is out of range for a %d-D tensor", args->callee, (int)a, rank);
+        return false;
+    }
+    *mask = 1u << ax;
+    return true;
+}
+
+/* ---- layers and functions -------------------------------------------------------------------- */
+
+typedef Value (*BuildFn)(Lower *L, const Expr *call, Args *args);
+
+typedef struct Builtin {
+    const char *name;
+    ParamSpec params[MAX_PARAMS];
+    BuildFn build;
+} Builtin;
+
+static Value apply_act(Lower *L, Value v, double act, Span span, const char *name) {
+    if (v.kind == V_ERROR || act < 0) return v;
+    return emit1(L, (Op)(int)act, v.node, span, name);
+}
+
+/* dense(x, units, act=none, init=xavier, bias=true): x @ W + b, then act.
+ * W : [K, units], b : [units]; x : [N, K]. */
+static Value build_dense(Lower *L, const Expr *call, Args *a) {
+    Value x = a->v[0];
+    const IrType *t = type_of(L, x);
+    if (t->rank != 2) {
+        diag_error(L->d, a->span[0], "dense expects a [N, K] input, got %s%s", type_text(L, x),
+                   t->rank > 2 ? "; flatten it first" : "");
+        return value_error;
+    }
+    if (a->num[1] < 1) {
+        diag_error(L->d, a->span[1], "dense: units must be at least 1");
+        return value_error;
+    }
+    const char *name = layer_name(L, call, "dense");
+    int64_t units = (int64_t)a->num[1];
+    int64_t wdims[2] = {t->dim[1], units};
+    Value w = make_param(L, arena_printf(L->a, "%s.W", name), type_tensor(DT_F32, 2, wdims), a->init[3], call->span);
+    if (w.kind == V_ERROR) return w;
+    Value h = emit2(L, OP_MATMUL, x.node, w.node, call->span, name);
+    if (h.kind != V_ERROR && a->num[4] != 0) {
+        Value b = make_param(L, arena_printf(L->a, "%s.b", name), type_tensor(DT_F32, 1, &units),
+                             (InitSpec){INIT_ZEROS, 0, true}, call->span);
+        if (b.kind == V_ERROR) return b;
+        h = emit2(L, OP_ADD, h.node, b.node, call->span, name);
+    }
+    return apply_act(L, h, a->num[2], call->span, name);
+}
+
+/* flatten(x): [N, d1, d2, ...] -> [N, d1 * d2 * ...] */
+static Value build_flatten(Lower *L, const Expr *call, Args *a) {
+    Value x = a->v[0];
+    const IrType *t = type_of(L, x);
+    if (t->rank < 1) {
+        diag_error(L->d, a->span[0], "flatten expects a tensor with a batch axis, got %s", type_text(L, x));
+        return value_error;
+    }
+    int64_t rest = 1;
+    for (int i = 1; i < t->rank; i++) rest *= t->dim[i];
+    int id = graph_add(L->g, OP_RESHAPE, 1, (int32_t[]){x.node}, NULL, call->span);
+    L->g->nodes[id].type = type_tensor(t->dtype, 2, (int64_t[]){t->dim[0], rest});
+    L->g->nodes[id].name = L->stmt_name;
+    if (!shape_infer(L->g, id, L->d)) return value_error;
+    return (Value){.kind = V_TENSOR, .node = id};
+}
+
+static Value build_reduce(Lower *L, const Expr *call, Args *a, Op op) {
+    unsigned mask;
+    if (!axis_mask(L, a, 1, type_of(L, a->v[0])->rank, &mask)) return value_error;
+    return emit(L, op, 1, (int32_t[]){a->v[0].node}, (double[]){mask, a->num[2]}, call->span, L->stmt_name);
+}
+
+static Value build_sum(Lower *L, const Expr *call, Args *a) { return build_reduce(L, call, a, OP_SUM); }
+static Value build_mean(Lower *L, const Expr *call, Args *a) { return build_reduce(L, call, a, OP_MEAN); }
+
+static Value build_matmul(Lower *L, const Expr *call, Args *a) {
+    return emit2(L, OP_MATMUL, a->v[0].node, a->v[1].node, call->span, L->stmt_name);
+}
+
+/* cross_entropy(logits, labels): mean over the batch of -log softmax(logits)[label]. */
+static Value build_cross_entropy(Lower *L, const Expr *call, Args *a) {
+    return emit2(L, OP_CROSS_ENTROPY, a->v[0].node, a->v[1].node, call->span, "loss");
+}
+
+/* mse(pred, target): mean over all elements of (pred - target)^2. */
+static Value build_mse(Lower *L, const Expr *call, Args *a) {
+    const IrType *tp = type_of(L, a->v[0]), *tt = type_of(L, a->v[1]);
+    if (!type_equal(tp, tt)) {
+        diag_error(L->d, call->span, "mse of %s and %s: prediction and target must have the same shape",
+                   type_text(L, a->v[0]), type_text(L, a->v[1]));
+        return value_error;
+    }
+    Value diff = emit2(L, OP_SUB, a->v[0].node, a->v[1].node, call->span, "loss");
+    if (diff.kind == V_ERROR) return diff;
+    Value sq = emit1(L, OP_SQUARE, diff.node, call->span, "loss");
+    if (sq.kind == V_ERROR) return sq;
+    unsigned all = (1u << tp->rank) - 1;
+    return emit(L, OP_MEAN, 1, (int32_t[]){sq.node}, (double[]){all, 0}, call->span, "loss");
+}
+
+#define T(n) {n, A_TENSOR, true, 0}
+static const Builtin builtins[] = {
+    {"dense", {T("x"), {"units", A_INT, true, 0}, {"act", A_ACT, false, 0}, {"init", A_INIT, false, 0},
+               {"bias", A_BOOL, false, 1}}, build_dense},
+    {"flatten", {T("x")}, build_flatten},
+    {"sum", {T("x"), {"axis", A_AXIS, false, ALL_AXES}, {"keepdims", A_BOOL, false, 0}}, build_sum},
+    {"mean", {T("x"), {"axis", A_AXIS, false, ALL_AXES}, {"keepdims", A_BOOL, false, 0}}, build_mean},
+    {"matmul", {T("a"), T("b")}, build_matmul},
+    {"cross_entropy", {T("logits"), T("labels")}, build_cross_entropy},
+    {"mse", {T("pred"), T("target")}, build_mse},
+};
+#undef T
+enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
+
+const char *const *frontend_builtin_names(void) {
+    static const char *names[NBUILTINS + OP_COUNT + 1];
+    if (!names[0]) {
+        int n = 0;
+        for (int i = 0; i < NBUILTINS; i++) names[n++] = builtins[i].name;
+        for (int i = 0; i < OP_COUNT; i++)
+            if (op_info((Op)i)->flags & OPF_PUBLIC) names[n++] = op_info((Op)i)->name;
+        names[n] = NULL;
+    }
+    return names;
+}
+
+/* A public op of ops.def, called as name(inputs..., attr=value...). */
+static Value call_op(Lower *L, const Expr *call, Op op) {
+    const OpInfo *info = op_info(op);
+    ParamSpec spec[MAX_PARAMS + 1] = {{0}};
+    int n = 0;
+    static const char *const input_names[] = {"x", "y", "z", "w"};
+    for (int i = 0; i < info->arity; i++) spec[n++] = (ParamSpec){input_names[i], A_TENSOR, true, 0};
+    for (int i = 0; i < info->nattrs; i++)
+        spec[n++] = (ParamSpec){info->attr_names[i], A_REAL, info->attr_required[i], info->attr_defaults[i]};
+    Args a;
+    if (!bind_args(L, call, spec, &a)) return value_error;
+    int32_t in[IR_MAX_INPUTS];
+    double attr[IR_MAX_ATTRS];
+    for (int i = 0; i < info->arity; i++) in[i] = a.v[i].node;
+    for (int i = 0; i < info->nattrs; i++) attr[i] = a.num[info->arity + i];
+    return emit(L, op, info->arity, in, attr, call->span, L->stmt_name);
+}
+
+static void exec_block(Lower *L, Stmt *const *stmts, int n, Value *ret, bool in_def);
+
+/* Expands a def: a new scope with the parameters bound, its statements
+ * run, the value of its `return`. */
+static Value call_def(Lower *L, const Expr *call, const Stmt *def) {
+    if (L->depth >= 32) {
+        diag_error(L->d, call->span, "calls of '%s' nest too deeply (recursion is not supported)", def->name);
+        return value_error;
+    }
+    Value args[64];
+    int npos = 0;
+    bool given[64] = {0};
+    bool ok = true;
+    for (int i = 0; i < call->nargs && i < 64; i++) {
+        const Arg *a = &call->args[i];
+        int k = -1;
+        if (!a->name) {
+            k = npos++;
+            if (k >= def->nparams) {
+                diag_error(L->d, a->value->span, "%s takes %d argument%s", def->name, def->nparams,
+                           def->nparams == 1 ? "" : "s");
+                ok = false;
+                continue;
+            }
+        } else {
+            for (int j = 0; j < def->nparams; j++)
+                if (strcmp(def->params[j], a->name) == 0) k = j;
+            if (k < 0) {
+                const char *near = closest_name(a->name, def->params, def->nparams);
+                if (near)
+                    diag_error(L->d, a->name_span, "%s has no parameter '%s'; did you mean '%s'?", def->name,
+                               a->name, near);
+                else
+                    diag_error(L->d, a->name_span, "%s has no parameter '%s'", def->name, a->name);
+                ok = false;
+                continue;
+            }
+            if (given[k]) {
+                diag_error(L->d, a->name_span, "%s: argument '%s' given twice", def->name, a->name);
+                ok = false;
+                continue;
+            }
+        }
+        given[k] = true;
+        args[k] = eval(L, a->value);
+        if (args[k].kind == V_ERROR) ok = false;
+    }
+    for (int j = 0; j < def->nparams && j < 64; j++)
+        if (!given[j]) {
+            diag_error(L->d, call->span, "%s needs argument '%s'", def->name, def->params[j]);
+            ok = false;
+        }
+    if (!ok) return value_error;
+
+    Scope *scope = ARENA_NEW(L->a, Scope);
+    scope->parent = &L->globals;
+    scope->prefix = layer_name(L, call, def->name);
+    Scope *saved_scope = L->scope;
+    const Expr *saved_root = L->stmt_root;
+    const char *saved_name = L->stmt_name;
+    L->scope = scope;
+    for (int j = 0; j < def->nparams; j++) bind(L, def->params[j], def->param_spans[j], args[j], NULL);
+    L->depth++;
+    Value ret = {.kind = V_ERROR};
+    bool returned = false;
+    exec_block(L, def->body, def->nbody, &ret, true);
+    for (int i = 0; i < def->nbody; i++) returned |= def->body[i]->kind == ST_RETURN;
+    L->depth--;
+    L->scope = saved_scope;
+    L->stmt_root = saved_root;
+    L->stmt_name = saved_name;
+    if (!returned) {
+        diag_error(L->d, def->span, "def '%s' has no return statement", def->name);
+        return value_error;
+    }
+    return ret;
+}
+
+static Value eval_call(Lower *L, const Expr *e) {
+    Binding *b = lookup(L, e->text);
+    if (b && b->def) return call_def(L, e, b->def);
+    if (b) {
+        diag_error(L->d, e->name_span, "'%s' is a value, not a function", e->text);
+        return value_error;
+    }
+    for (int i = 0; i < NBUILTINS; i++) {
+        if (strcmp(builtins[i].name, e->text) != 0) continue;
+        Args a;
+        if (!bind_args(L, e, builtins[i].params, &a)) return value_error;
+        return builtins[i].build(L, e, &a);
+    }
+    Op op = op_lookup(e->text);
+    if (op != OP_COUNT && (op_info(op)->flags & OPF_PUBLIC)) return call_op(L, e, op);
+
+    /* Unknown: suggest from every callable name. */
+    const char *const *names = frontend_builtin_names();
+    int n = 0;
+    while (names[n]) n++;
+    const char **cands = ARENA_ARRAY(L->a, const char *, n + L->globals.n + 1);
+    memcpy(cands, names, sizeof(char *) * (size_t)n);
+    for (int i = 0; i < L->globals.n; i++)
+        if (L->globals.items[i].def) cands[n++] = L->globals.items[i].name;
+    suggest(L, e->name_span, "function", e->text, cands, n);
+    return value_error;
+}
+
+static Value eval_binary(Lower *L, const Expr *e) {
+    Value l = eval(L, e->lhs), r = eval(L, e->rhs);
+    if (l.kind == V_ERROR || r.kind == V_ERROR) return value_error;
+    if (l.kind == V_NUMBER && r.kind == V_NUMBER && e->op != '@') {
+        /* Fold arithmetic on literals, so `2 * 0.5` is a number again. */
+        double v = e->op == '+' ? l.num + r.num : e->op == '-' ? l.num - r.num
+                 : e->op == '*' ? l.num * r.num : l.num / r.num;
+        bool is_int = l.is_int && r.is_int && e->op != '/';
+        return (Value){.kind = V_NUMBER, .num = v, .is_int = is_int};
+    }
+    l = as_tensor(L, l, e->lhs->span, "an operand");
+    r = as_tensor(L, r, e->rhs->span, "an operand");
+    if (l.kind == V_ERROR || r.kind == V_ERROR) return value_error;
+    Op op = e->op == '+' ? OP_ADD : e->op == '-' ? OP_SUB : e->op == '*' ? OP_MUL : e->op == '/' ? OP_DIV : OP_MATMUL;
+    return emit2(L, op, l.node, r.node, e->span, L->stmt_name);
+}
+
+static Value eval(Lower *L, const Expr *e) {
+    switch (e->kind) {
+    case EX_NUMBER: return (Value){.kind = V_NUMBER, .num = e->number, .is_int = e->is_int};
+    case EX_STRING: return (Value){.kind = V_STRING, .str = e->text};
+    case EX_NAME: {
+        Binding *b = lookup(L, e->text);
+        if (b && !b->def) return b->value;
+        if (b) {
+            diag_error(L->d, e->span, "'%s' is a def; call it with arguments", e->text);
+            return value_error;
+        }
+        /* Suggest from the names in scope. */
+        const char *cands[256];
+        int n = 0;
+        for (Scope *s = L->scope; s; s = s->parent)
+            for (int i = 0; i < s->n && n < 256; i++) cands[n++] = s->items[i].name;
+        const char *near = closest_name(e->text, cands, n);
+        Op op = op_lookup(e->text);
+        if (op != OP_COUNT && (op_info(op)->flags & OPF_PUBLIC))
+            diag_error(L->d, e->span, "'%s' is a function; call it, as in %s(x)", e->text, e->text);
+        else if (near)
+            diag_error(L->d, e->span, "unknown name '%s'; did you mean '%s'?", e->text, near);
+        else
+            diag_error(L->d, e->span, "unknown name '%s'", e->text);
+        /* Remember it as an error so it is reported once. */
+        bind(L, e->text, e->span, value_error, NULL);
+        return value_error;
+    }
+    case EX_CALL: return eval_call(L, e);
+    case EX_BINARY: return eval_binary(L, e);
+    case EX_NEG: {
+        Value v = eval(L, e->lhs);
+        if (v.kind == V_NUMBER) return (Value){.kind = V_NUMBER, .num = -v.num, .is_int = v.is_int};
+        v = as_tensor(L, v, e->span, "the operand of '-'");
+        if (v.kind == V_ERROR) return v;
+        return emit1(L, OP_NEG, v.node, e->span, L->stmt_name);
+    }
+    }
+    return value_error;
+}
+
+/* ---- declarations ------------------------------------------------------------------------------ */
+
+static bool is_identifier(const char *s) {
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+/* Resolves a TypeAst. Inputs and targets must have N first; params must not
+ * mention N at all. */
+static bool resolve_type(Lower *L, const Stmt *s, bool batch_first, IrType *out) {
+    const TypeAst *t = s->type;
+    DType dt;
+    if (strcmp(t->dtype, "f32") == 0) dt = DT_F32;
+    else if (strcmp(t->dtype, "i32") == 0) dt = DT_I32;
+    else {
+        static const char *const cands[] = {"f32", "i32"};
+        const char *near = closest_name(t->dtype, cands, 2);
+        diag_error(L->d, t->dtype_span, "unknown element type '%s'%s%s%s", t->dtype, near ? "; did you mean '" : "",
+                   near ? near : "", near ? "'?" : " (f32 and i32 are supported)");
+        return false;
+    }
+    if (t->ndims > IR_MAX_RANK) {
+        diag_error(L->d, t->span, "tensors have at most %d dimensions, this one has %d", IR_MAX_RANK, t->ndims);
+        return false;
+    }
+    *out = (IrType){.dtype = dt, .rank = t->ndims};
+    for (int i = 0; i < t->ndims; i++) {
+        const DimAst *dm = &t->dims[i];
+        if (dm->symbol) {
+            if (strcmp(dm->symbol, "N") != 0) {
+                diag_error(L->d, dm->span, "unknown dimension '%s'; only N (the batch size) is symbolic", dm->symbol);
+                return false;
+            }
+            if (!batch_first || i != 0) {
+                diag_error(L->d, dm->span, batch_first ? "N must be the first dimension"
+                                                        : "parameters cannot depend on the batch size N");
+                return false;
+            }
+            out->dim[i] = IR_BATCH;
+        } else {
+            if (dm->size < 1 || dm->size > ((int64_t)1 << 40)) {
+                diag_error(L->d, dm->span, "a dimension must be a positive size, got %lld", (long long)dm->size);
+                return false;
+            }
+            out->dim[i] = dm->size;
+        }
+    }
+    if (batch_first && (t->ndims == 0 || out->dim[0] != IR_BATCH)) {
+        diag_error(L->d, t->span, "%s '%s' needs the batch dimension first, as in %s[N, ...]",
+                   s->kind == ST_TARGET ? "target" : "input", s->name, t->dtype);
+        return false;
+    }
+    return true;
+}
+
+/* Reports an option that a statement does not take. */
+static void unknown_option(Lower *L, const Arg *o, const char *stmt, const char *const *known, int nknown) {
+    const char *near = closest_name(o->name, known, nknown);
+    if (near) diag_error(L->d, o->name_span, "%s has no option '%s'; did you mean '%s'?", stmt, o->name, near);
+    else if (nknown) diag_error(L->d, o->name_span, "%s has no option '%s'", stmt, o->name);
+    else diag_error(L->d, o->name_span, "%s takes no options", stmt);
+}
+
+static bool option_int(Lower *L, const Arg *o, int64_t lo, int64_t *out) {
+    double v;
+    bool is_int;
+    if (!literal_number(o->value, &v, &is_int) || !is_int || v < (double)lo || v > 1e12) {
+        diag_error(L->d, o->value->span, "%s must be an integer of at least %lld", o->name, (long long)lo);
+        return false;
+    }
+    *out = (int64_t)v;
+    return true;
+}
+
+static void exec_input(Lower *L, const Stmt *s) {
+    bool target = s->kind == ST_TARGET;
+    IrType t;
+    bool ok = resolve_type(L, s, true, &t);
+    double classes = 0;
+    static const char *const target_opts[] = {"classes"};
+    for (int i = 0; i < s->nopts; i++) {
+        const Arg *o = &s->opts[i];
+        if (target && strcmp(o->name, "classes") == 0) {
+            int64_t c;
+            if (!option_int(L, o, 2, &c)) ok = false;
+            else if (t.dtype != DT_I32) {
+                diag_error(L->d, o->name_span, "classes applies to class-label targets (i32), not %s", s->type->dtype);
+                ok = false;
+            } else classes = (double)c;
+        } else {
+            unknown_option(L, o, target ? "target" : "input", target_opts, target ? 1 : 0);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        bind(L, s->name, s->name_span, value_error, NULL);
+        return;
+    }
+    int id = graph_add(L->g, OP_INPUT, 0, NULL, (double[]){classes}, s->name_span);
+    Node *n = &L->g->nodes[id];
+    n->name = s->name;
+    n->type = t;
+    if (target) n->flags |= NF_TARGET;
+    bind(L, s->name, s->name_span, (Value){.kind = V_TENSOR, .node = id}, NULL);
+}
+
+static void exec_param(Lower *L, const Stmt *s) {
+    IrType t;
+    bool ok = resolve_type(L, s, false, &t);
+    if (ok && t.dtype != DT_F32) {
+        diag_error(L->d, s->type->dtype_span, "parameters hold real numbers (f32)");
+        ok = false;
+    }
+    InitSpec init = {0};
+    static const char *const opts[] = {"init"};
+    for (int i = 0; i < s->nopts; i++) {
+        if (strcmp(s->opts[i].name, "init") == 0) ok &= parse_init(L, s->opts[i].value, &init);
+        else {
+            unknown_option(L, &s->opts[i], "param", opts, 1);
+            ok = false;
+        }
+    }
+    Value v = ok ? make_param(L, s->name, t, init, s->name_span) : value_error;
+    bind(L, s->name, s->name_span, v, NULL);
+}
+
+/* train sgd(lr=0.1, momentum=0.9) batch 64 epochs 5 */
+static void exec_train(Lower *L, const Stmt *s) {
+    if (L->have_train) {
+        diag_error(L->d, s->span, "a model has one train statement");
+        return;
+    }
+    L->have_train = true;
+    TrainSpec *ts = &L->m->train_spec;
+    ts->span = s->span;
+    const Expr *opt = s->value;
+    const char *name = opt->text;
+    static const ParamSpec sgd[] = {{"lr", A_REAL, false, 0.01}, {"momentum", A_REAL, false, 0}, {0}};
+    static const ParamSpec momentum[] = {{"lr", A_REAL, false, 0.01}, {"momentum", A_REAL, false, 0.9}, {0}};
+    static const ParamSpec adam[] = {{"lr", A_REAL, false, 1e-3}, {"beta1", A_REAL, false, 0.9},
+                                     {"beta2", A_REAL, false, 0.999}, {"eps", A_REAL, false, 1e-8}, {0}};
+    const ParamSpec *spec;
+    if (opt->kind != EX_NAME && opt->kind != EX_CALL) {
+        diag_error(L->d, opt->span, "train expects an optimizer, as in train sgd(lr=0.1)");
+        return;
+    }
+    if (strcmp(name, "sgd") == 0) spec = sgd, ts->optimizer = OPT_SGD;
+    else if (strcmp(name, "momentum") == 0) spec = momentum, ts->optimizer = OPT_MOMENTUM;
+    else if (strcmp(name, "adam") == 0) spec = adam, ts->optimizer = OPT_ADAM;
+    else {
+        suggest(L, opt->kind == EX_CALL ? opt->name_span : opt->span, "optimizer", name, optimizer_names, OPT_COUNT);
+        return;
+    }
+    Args a;
+    Expr bare = *opt;
+    if (opt->kind == EX_NAME) bare.nargs = 0;
+    if (!bind_args(L, &bare, spec, &a)) return;
+    ts->lr = a.num[0];
+    if (ts->optimizer == OPT_SGD && a.num[1] != 0) ts->optimizer = OPT_MOMENTUM, ts->momentum = a.num[1];
+    if (ts->optimizer == OPT_MOMENTUM && spec == momentum) ts->momentum = a.num[1];
+    if (ts->optimizer == OPT_ADAM) ts->beta1 = a.num[1], ts->beta2 = a.num[2], ts->eps = a.num[3];
+    if (ts->lr <= 0) diag_error(L->d, a.span[0], "the learning rate must be positive");
+
+    static const char *const known[] = {"batch", "epochs"};
+    for (int i = 0; i < s->nopts; i++) {
+        const Arg *o = &s->opts[i];
+        if (strcmp(o->name, "batch") == 0) option_int(L, o, 1, &ts->batch);
+        else if (strcmp(o->name, "epochs") == 0) option_int(L, o, 1, &ts->epochs);
+        else unknown_option(L, o, "train", known, 2);
+    }
+}
+
+/* Marks `v` as an output named `name`; a value that is already an output or
+ * a leaf is copied first so each output is a value of its own. */
+static void mark_output(Lower *L, Value v, const char *name, Span span) {
+    if (v.kind != V_TENSOR) {
+        if (v.kind == V_NUMBER) diag_error(L->d, span, "an output must be a tensor, not a number");
+        return;
+    }
+    Node *n = &L->g->nodes[v.node];
+    if ((n->flags & NF_OUTPUT) || (op_info(n->op)->flags & OPF_LEAF)) {
+        int id = graph_add(L->g, OP_RESHAPE, 1, (int32_t[]){v.node}, NULL, span);
+        L->g->nodes[id].type = n->type;
+        shape_infer(L->g, id, L->d);
+        v.node = id;
+        n = &L->g->nodes[id];
+    }
+    if (n->type.dtype != DT_F32) {
+        diag_error(L->d, span, "an output must hold real numbers (f32)");
+        return;
+    }
+    n->flags |= NF_OUTPUT;
+    n->name = name;
+}
+
+static void exec_loss(Lower *L, const Stmt *s) {
+    L->stmt_name = "loss";
+    L->stmt_root = s->value;
+    Value v = as_tensor(L, eval(L, s->value), s->value->span, "the loss");
+    if (v.kind == V_ERROR) return;
+    if (type_of(L, v)->rank != 0) {
+        diag_error(L->d, s->value->span, "the loss must be a scalar, but this is %s; reduce it with mean() or sum()",
+                   type_text(L, v));
+        return;
+    }
+    /* Several loss statements add up (multi-task training). */
+    for (int i = 0; i < L->g->n; i++)
+        if (L->g->nodes[i].flags & NF_LOSS) {
+            L->g->nodes[i].flags &= ~NF_LOSS;
+            v = emit2(L, OP_ADD, i, v.node, s->span, "loss");
+            if (v.kind == V_ERROR) return;
+            break;
+        }
+    L->g->nodes[v.node].flags |= NF_LOSS;
+}
+
+static void exec_stmt(Lower *L, const Stmt *s, Value *ret, bool in_def) {
+    L->stmt_root = NULL;
+    L->stmt_name = NULL;
+    static const char *const kinds[] = {"model", "input", "target", "param", "assignment",
+                                        "output", "loss", "train", "def", "return"};
+    if (in_def && s->kind != ST_LET && s->kind != ST_RETURN) {
+        diag_error(L->d, s->span, "'%s' is not allowed inside a def (only assignments and return)", kinds[s->kind]);
+        return;
+    }
+    switch (s->kind) {
+    case ST_MODEL:
+        if (L->have_model) {
+            diag_error(L->d, s->span, "the model is already named '%s'", L->m->name);
+        } else if (!is_identifier(s->name)) {
+            diag_error(L->d, s->name_span, "a model name must be a C identifier (letters, digits, _)");
+        } else {
+            L->m->name = s->name;
+            L->have_model = true;
+            L->model_span = s->span;
+        }
+        break;
+    case ST_INPUT:
+    case ST_TARGET: exec_input(L, s); break;
+    case ST_PARAM: exec_param(L, s); break;
+    case ST_LET:
+    case ST_OUTPUT: {
+        if (strchr(s->name, '.')) {
+            diag_error(L->d, s->name_span, "'%s': dotted names belong to parameters; choose a plain name", s->name);
+            return;
+        }
+        if (!s->value) { /* output NAME */
+            Binding *b = lookup(L, s->name);
+            if (!b || b->def) diag_error(L->d, s->name_span, "unknown name '%s'", s->name);
+            else mark_output(L, b->value, s->name, s->name_span);
+            return;
+        }
+        L->stmt_name = L->scope->prefix ? arena_printf(L->a, "%s.%s", L->scope->prefix, s->name) : s->name;
+        L->stmt_root = s->value;
+        Value v = eval(L, s->value);
+        if (v.kind == V_TENSOR && !(op_info(L->g->nodes[v.node].op)->flags & OPF_LEAF) &&
+            !L->g->nodes[v.node].name)
+            L->g->nodes[v.node].name = L->stmt_name;
+        if (s->kind == ST_OUTPUT) mark_output(L, v, s->name, s->name_span);
+        bind(L, s->name, s->name_span, v, NULL);
+        break;
+    }
+    case ST_LOSS: exec_loss(L, s); break;
+    case ST_TRAIN: exec_train(L, s); break;
+    case ST_DEF:
+        if (lookup(L, s->name) == NULL) {
+            const char *const *names = frontend_builtin_names();
+            for (int i = 0; names[i]; i++)
+                if (strcmp(names[i], s->name) == 0)
+                    diag_error(L->d, s->name_span, "'%s' is a built-in function; choose another name", s->name);
+        }
+        bind(L, s->name, s->name_span, value_error, s);
+        break;
+    case ST_RETURN:
+        if (!in_def) {
+            diag_error(L->d, s->span, "return outside a def");
+            return;
+        }
+        L->stmt_root = s->value;
+        L->stmt_name = L->scope->prefix;
+        *ret = eval(L, s->value);
+        break;
+    }
+}
+
+static void exec_block(Lower *L, Stmt *const *stmts, int n, Value *ret, bool in_def) {
+    for (int i = 0; i < n; i++) {
+        exec_stmt(L, stmts[i], ret, in_def);
+        if (in_def && stmts[i]->kind == ST_RETURN) {
+            if (i + 1 < n) diag_error(L->d, stmts[i + 1]->span, "statement after return is never run");
+            break;
+        }
+    }
+}
+
+bool lower_program(Module *m, const Program *prog, Diag *d) {
+    Lower L = {.m = m, .g = m->model, .a = m->arena, .d = d};
+    L.scope = &L.globals;
+    int errors_before = d->nerrors;
+    exec_block(&L, prog->stmts, prog->nstmts, NULL, false);
+
+    bool has_output = false;
+    for (int i = 0; i < L.g->n; i++) has_output |= (L.g->nodes[i].flags & NF_OUTPUT) != 0;
+    if (!has_output && d->nerrors == errors_before)
+        diag_error(d, SPAN_NONE, "the model has no output; mark one with 'output NAME = ...'");
+    return d->nerrors == errors_before;
+}
