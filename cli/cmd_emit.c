@@ -1,0 +1,178 @@
+/* cmd_emit.c - `nnc FILE.nn`: compile and show what the compiler made.
+ *
+ *   --emit-ir       the Graph IR of every function, and the state layout
+ *   --print-after   the Graph IR after one pass (or "all")
+ *   --emit-kir      the Kernel IR of every function
+ *   --emit-llvm     the LLVM module, optimised for this CPU (-O0: as generated)
+ *
+ * Without an --emit option it checks the model and prints a summary. */
+#include "cli/commands.h"
+#include "cli/driver.h"
+#include "support/util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+
+void usage_emit(FILE *out) {
+    fputs("usage: nnc FILE.nn [options]\n"
+          "\n"
+          "Compiles FILE.nn. Without an --emit option, checks it and prints a summary.\n"
+          "\n"
+          "  --emit-ir            print the Graph IR (forward, eval, grad, train_step) and the state layout\n"
+          "  --print-after=PASS   print the Graph IR after PASS (derive, autodiff, optimizer, or all)\n"
+          "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
+          "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
+          "  -O0                  with --emit-llvm: the module as generated, before optimisation\n"
+          "  --f64                build kernels in double precision (as 'nnc check' does)\n"
+          "  -o FILE              write to FILE instead of standard output\n"
+          "  --verify             check the IR after every pass\n"
+          "  -h, --help           show this help\n",
+          out);
+}
+
+enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_LLVM };
+
+static void print_summary(FILE *out, const Module *m) {
+    int64_t params = 0;
+    int nparams = 0;
+    for (int i = 0; i < m->nslots; i++)
+        if (!(m->slots[i].flags & (NF_OPT_STATE | NF_HYPER))) {
+            params += m->slots[i].size;
+            nparams++;
+        }
+    fprintf(out, "model %s: %d parameter tensors, %lld values\n", m->name, nparams, (long long)params);
+    const Graph *g = m->eval;
+    for (int i = 0; i < g->n; i++) {
+        const Node *n = &g->nodes[i];
+        char tb[TYPE_STR_MAX];
+        if (n->op == OP_INPUT)
+            fprintf(out, "  %-7s %-12s %s\n", n->flags & NF_TARGET ? "target" : "input", n->name,
+                    type_str(&n->type, tb, sizeof tb));
+    }
+    for (int i = 0; i < g->n; i++) {
+        const Node *n = &g->nodes[i];
+        char tb[TYPE_STR_MAX];
+        if (n->flags & NF_OUTPUT) fprintf(out, "  %-7s %-12s %s\n", "output", n->name, type_str(&n->type, tb, sizeof tb));
+    }
+    if (m->train) {
+        const TrainSpec *t = &m->train_spec;
+        fprintf(out, "  train   %s(lr=%g) batch %lld, %lld epoch%s\n", optimizer_names[t->optimizer], t->lr,
+                (long long)t->batch, (long long)t->epochs, t->epochs == 1 ? "" : "s");
+    } else {
+        fprintf(out, "  (no loss: inference only)\n");
+    }
+}
+
+static int emit_llvm(FILE *out, Module *m, bool f64, bool optimize, Diag *d) {
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    for (int k = 0; k < 4; k++) {
+        if (!graphs[k]) continue;
+        KProgram *p = lower_graph(m, graphs[k], (ProgKind)k, f64);
+        llvm_emit_program(mod, p, arena_printf(m->arena, "%s_%s", m->name, p->name));
+    }
+    KProgram *init = lower_init(m, f64);
+    llvm_emit_program(mod, init, arena_printf(m->arena, "%s_init", m->name));
+    int status = 0;
+    if (optimize) {
+        LLVMTargetMachineRef tm = llvm_host_target_machine();
+        char *err = NULL;
+        if (!llvm_optimize(mod, tm, &err)) {
+            diag_error(d, SPAN_NONE, "LLVM rejected the generated module: %s", err);
+            LLVMDisposeMessage(err);
+            status = 1;
+        }
+        LLVMDisposeTargetMachine(tm);
+    }
+    if (status == 0) {
+        char *text = LLVMPrintModuleToString(mod);
+        fputs(text, out);
+        LLVMDisposeMessage(text);
+    }
+    LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
+    return status;
+}
+
+int cmd_emit(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"emit-ir", no_argument, NULL, 'I'},   {"emit-kir", no_argument, NULL, 'K'},
+        {"emit-llvm", no_argument, NULL, 'L'}, {"print-after", required_argument, NULL, 'P'},
+        {"f64", no_argument, NULL, 'F'},       {"verify", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+    };
+    int emit = EMIT_NONE;
+    bool f64 = false, optimize = true;
+    const char *output = NULL;
+    LoadOptions lo = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "ho:O:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'I': emit = EMIT_IR; break;
+        case 'K': emit = EMIT_KIR; break;
+        case 'L': emit = EMIT_LLVM; break;
+        case 'P': {
+            const char *pass = optarg;
+            bool known = strcmp(pass, "all") == 0;
+            for (int i = 0; pass_names[i]; i++) known |= strcmp(pass_names[i], pass) == 0;
+            if (!known) {
+                fprintf(stderr, "nnc: error: unknown pass '%s' (passes:", pass);
+                for (int i = 0; pass_names[i]; i++) fprintf(stderr, " %s", pass_names[i]);
+                fprintf(stderr, ", or all)\n");
+                return 2;
+            }
+            lo.passes.print_after = pass;
+            break;
+        }
+        case 'F': f64 = true; break;
+        case 'V': lo.passes.verify_each = true; break;
+        case 'o': output = optarg; break;
+        case 'O':
+            if (strcmp(optarg, "0") != 0) {
+                fprintf(stderr, "nnc: error: only -O0 is an option (optimisation is on by default)\n");
+                return 2;
+            }
+            optimize = false;
+            break;
+        case 'h': usage_emit(stdout); return 0;
+        default: usage_emit(stderr); return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, optind >= argc ? "nnc: error: no input file\n" : "nnc: error: one input file at a time\n");
+        usage_emit(stderr);
+        return 2;
+    }
+    FILE *out = stdout;
+    if (output && !(out = fopen(output, "w"))) {
+        fprintf(stderr, "nnc: error: cannot write %s: %s\n", output, strerror(errno));
+        return 1;
+    }
+    lo.passes.print_to = out;
+    Arena arena = {0};
+    Diag d;
+    diag_init(&d, NULL, stderr);
+    int status = 0;
+    Module *m = nnc_load_model(&arena, argv[optind], &d, &lo);
+    if (!m) status = 1;
+    else if (emit == EMIT_IR) module_print(out, m);
+    else if (emit == EMIT_KIR) {
+        const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+        for (int k = 0; k < 4; k++)
+            if (graphs[k]) {
+                kprog_print(out, lower_graph(m, graphs[k], (ProgKind)k, f64));
+                fputc('\n', out);
+            }
+        kprog_print(out, lower_init(m, f64));
+    } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, optimize, &d);
+    else if (!lo.passes.print_after) print_summary(out, m);
+    if (out != stdout && fclose(out) != 0) {
+        fprintf(stderr, "nnc: error: writing %s failed: %s\n", output, strerror(errno));
+        status = 1;
+    }
+    arena_free_all(&arena);
+    return status;
+}

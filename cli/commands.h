@@ -1,0 +1,22 @@
+/* commands.h - the subcommands of `nnc`, one file each. Each returns the
+ * process exit status: 0 success, 1 a user error (already reported), 2 bad
+ * usage. */
+#ifndef NNC_COMMANDS_H
+#define NNC_COMMANDS_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+int cmd_emit(int argc, char **argv);  /* nnc FILE.nn [--emit-...]  (cmd_emit.c)  */
+int cmd_train(int argc, char **argv); /* nnc train FILE.nn        (cmd_train.c) */
+int cmd_check(int argc, char **argv); /* nnc check FILE.nn        (cmd_check.c) */
+
+void usage_emit(FILE *out);
+void usage_train(FILE *out);
+void usage_check(FILE *out);
+
+/* Parses a number option; prints an error naming the option on failure. */
+bool parse_int_option(const char *opt, const char *text, long long lo, long long *out);
+bool parse_real_option(const char *opt, const char *text, double *out);
+
+#endif

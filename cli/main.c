@@ -1,0 +1,78 @@
+/* main.c - the `nnc` command: dispatch to a subcommand. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+static void usage(FILE *out) {
+    fputs("usage: nnc FILE.nn [--emit-ir | --emit-kir | --emit-llvm] [-o FILE] [--print-after=PASS]\n"
+          "       nnc train FILE.nn [--epochs N] [--batch N] [--lr X] [--data DIR] [--limit N] ...\n"
+          "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
+          "       nnc help [COMMAND]\n"
+          "       nnc --version\n"
+          "\n"
+          "nnc compiles a neural network written in the .nn language into native code\n"
+          "that trains and runs it.\n"
+          "\n"
+          "commands:\n"
+          "  (none)   compile FILE.nn and print its IR, kernels or LLVM module\n"
+          "  train    JIT-compile and train on Fashion-MNIST (or MNIST-format data)\n"
+          "  check    compare every parameter's derived gradient with finite differences\n"
+          "  help     show the options of a command\n"
+          "\n"
+          "Run 'nnc help COMMAND' for a command's options.\n",
+          out);
+}
+
+static int help(const char *topic) {
+    if (!topic) usage(stdout);
+    else if (strcmp(topic, "train") == 0) usage_train(stdout);
+    else if (strcmp(topic, "check") == 0) usage_check(stdout);
+    else if (strcmp(topic, "compile") == 0 || strcmp(topic, "emit") == 0) usage_emit(stdout);
+    else {
+        fprintf(stderr, "nnc: no help for '%s'; commands are: train, check, compile\n", topic);
+        return 2;
+    }
+    return 0;
+}
+
+bool parse_int_option(const char *opt, const char *text, long long lo, long long *out) {
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (*text == 0 || *end != 0 || v < lo) {
+        fprintf(stderr, "nnc: error: %s expects an integer of at least %lld, got '%s'\n", opt, lo, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool parse_real_option(const char *opt, const char *text, double *out) {
+    char *end;
+    double v = strtod(text, &end);
+    if (*text == 0 || *end != 0 || !(v > 0) || v > 1e30) {
+        fprintf(stderr, "nnc: error: %s expects a positive number, got '%s'\n", opt, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) return help(NULL);
+    if (strcmp(cmd, "--version") == 0) {
+        printf("nnc %s\n", NNC_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0) return help(argc > 2 ? argv[2] : NULL);
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
+    return cmd_emit(argc, argv);
+}

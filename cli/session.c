@@ -1,0 +1,108 @@
+/* session.c - a module compiled in memory: its programs JIT-ed into one
+ * LLVM module, the model state, and one workspace arena. */
+#include "cli/driver.h"
+#include "support/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *aligned_zeroed(size_t bytes) {
+    size_t size = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, size ? size : 64);
+    if (!p) return NULL;
+    memset(p, 0, size ? size : 64);
+    return p;
+}
+
+Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
+    double t0 = now_seconds();
+    const Graph *graphs[FN_COUNT] = {m->forward, m->eval, m->grad, m->train, NULL};
+    Session *s = xcalloc(1, sizeof *s);
+    s->m = m;
+    s->f64 = f64;
+    char *err = NULL;
+    s->jit = nnc_jit_create(&err);
+    if (!s->jit) {
+        diag_error(d, SPAN_NONE, "cannot start the JIT: %s", err);
+        LLVMDisposeMessage(err);
+        free(s);
+        return NULL;
+    }
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, nnc_jit_context(s->jit));
+    char *names[FN_COUNT] = {0};
+    for (int k = 0; k < FN_COUNT; k++) {
+        if (!(which & FN_BIT(k))) continue;
+        if (k != FN_INIT && !graphs[k]) {
+            diag_error(d, SPAN_NONE, "the model has no loss statement, so it cannot be trained or checked");
+            LLVMDisposeModule(mod);
+            session_destroy(s);
+            return NULL;
+        }
+        s->prog[k] = k == FN_INIT ? lower_init(m, f64) : lower_graph(m, graphs[k], (ProgKind)k, f64);
+        names[k] = arena_printf(m->arena, "%s_%s", m->name, s->prog[k]->name);
+        llvm_emit_program(mod, s->prog[k], names[k]);
+    }
+    if (!nnc_jit_add(s->jit, mod, &err)) {
+        diag_error(d, SPAN_NONE, "code generation failed: %s", err);
+        LLVMDisposeMessage(err);
+        session_destroy(s);
+        return NULL;
+    }
+    for (int k = 0; k < FN_COUNT; k++)
+        if (names[k] && !(s->fn[k] = nnc_jit_lookup(s->jit, names[k]))) {
+            session_destroy(s);
+            return NULL;
+        }
+    size_t real = f64 ? sizeof(double) : sizeof(float);
+    s->state = aligned_zeroed((size_t)m->state_size * real);
+    if (!s->state) {
+        diag_error(d, SPAN_NONE, "out of memory for the model state (%lld values)", (long long)m->state_size);
+        session_destroy(s);
+        return NULL;
+    }
+    s->compile_seconds = now_seconds() - t0;
+    return s;
+}
+
+void session_destroy(Session *s) {
+    if (!s) return;
+    nnc_jit_destroy(s->jit);
+    free(s->state);
+    free(s->workspace);
+    free(s);
+}
+
+double session_run(Session *s, FnKind k, void **args, int64_t batch) {
+    NNC_ASSERT(s->fn[k] && batch <= s->ws_batch);
+    if (s->f64) return ((NncFn64)s->fn[k])(s->state, args, batch, s->workspace, 0);
+    return ((NncFn32)s->fn[k])(s->state, args, batch, s->workspace, 0);
+}
+
+void session_init(Session *s, uint64_t seed) {
+    NNC_ASSERT(s->fn[FN_INIT]);
+    if (s->f64) ((NncFn64)s->fn[FN_INIT])(s->state, NULL, 0, NULL, seed);
+    else ((NncFn32)s->fn[FN_INIT])(s->state, NULL, 0, NULL, seed);
+}
+
+bool session_reserve(Session *s, int64_t batch) {
+    if (batch <= s->ws_batch) return true;
+    int64_t need = 0;
+    for (int k = 0; k < FN_COUNT; k++)
+        if (s->prog[k]) {
+            int64_t n = npoly_eval(s->prog[k]->workspace, batch);
+            if (n > need) need = n;
+        }
+    void *ws = aligned_zeroed((size_t)need * (s->f64 ? sizeof(double) : sizeof(float)));
+    if (!ws) return false;
+    free(s->workspace);
+    s->workspace = ws;
+    s->ws_batch = batch;
+    return true;
+}
+
+void *session_slot(Session *s, const char *name) {
+    const StateSlot *slot = module_find_slot(s->m, name);
+    if (!slot) return NULL;
+    size_t real = s->f64 ? sizeof(double) : sizeof(float);
+    return (char *)s->state + (size_t)slot->offset * real;
+}

@@ -1,0 +1,218 @@
+/* test_runtime.c - the runtime library: the random number generator (its
+ * exact values are part of the contract with generated code), IDX loading
+ * with its error paths, batching and accuracy. */
+#include "runtime/data.h"
+#include "runtime/nnrt.h"
+#include "runtime/rng.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* SplitMix64 of 0 is a published reference value. */
+START_TEST(test_mix64_reference) {
+    ck_assert_uint_eq(nnrt_mix64(0), 0xE220A8397B1DCDAFull);
+    ck_assert_uint_eq(nnrt_mix64(1), 0x910A2DEC89025CC1ull);
+}
+END_TEST
+
+START_TEST(test_uniform_range_and_mean) {
+    double sum = 0, lo = 1, hi = 0;
+    for (uint64_t i = 0; i < 100000; i++) {
+        double u = nnrt_rand_uniform(42, i);
+        ck_assert(u > 0 && u < 1);
+        /* 24 bits plus a half: exactly representable as a float */
+        ck_assert((double)(float)u == u);
+        sum += u;
+        lo = fmin(lo, u);
+        hi = fmax(hi, u);
+    }
+    ck_assert_double_eq_tol(sum / 100000, 0.5, 0.005);
+    ck_assert(lo < 0.001 && hi > 0.999);
+    /* different keys give different streams */
+    ck_assert(nnrt_rand_bits(1, 0) != nnrt_rand_bits(2, 0));
+}
+END_TEST
+
+START_TEST(test_permutation) {
+    enum { N = 1000 };
+    int64_t perm[N];
+    int seen[N] = {0};
+    nnrt_permutation(perm, N, 7);
+    int fixed = 0;
+    for (int i = 0; i < N; i++) {
+        ck_assert(perm[i] >= 0 && perm[i] < N);
+        seen[perm[i]]++;
+        fixed += perm[i] == i;
+    }
+    for (int i = 0; i < N; i++) ck_assert_int_eq(seen[i], 1);
+    ck_assert_int_lt(fixed, 10); /* a shuffle, not the identity */
+    int64_t again[N];
+    nnrt_permutation(again, N, 7);
+    ck_assert_mem_eq(perm, again, sizeof perm);
+}
+END_TEST
+
+/* Writes an IDX file (gzip-compressed when gz) with a header of `ndims`
+ * dimensions and `nbytes` of data. */
+static void write_idx(const char *path, bool gz, int ndims, const uint32_t *dims, const unsigned char *data,
+                      size_t nbytes) {
+    unsigned char head[4 + 16] = {0, 0, 8, (unsigned char)ndims};
+    for (int i = 0; i < ndims; i++) {
+        head[4 + 4 * i] = (unsigned char)(dims[i] >> 24);
+        head[5 + 4 * i] = (unsigned char)(dims[i] >> 16);
+        head[6 + 4 * i] = (unsigned char)(dims[i] >> 8);
+        head[7 + 4 * i] = (unsigned char)dims[i];
+    }
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        gzwrite(f, head, (unsigned)(4 + 4 * ndims));
+        if (nbytes) gzwrite(f, data, (unsigned)nbytes);
+        gzclose(f);
+    } else {
+        FILE *f = fopen(path, "wb");
+        fwrite(head, 1, (size_t)(4 + 4 * ndims), f);
+        fwrite(data, 1, nbytes, f);
+        fclose(f);
+    }
+}
+
+static char tmpdir[64];
+
+static void make_tmpdir(void) {
+    strcpy(tmpdir, "/tmp/nnc-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static const char *tmp(const char *name) {
+    static char buf[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+    return buf[k];
+}
+
+START_TEST(test_idx_roundtrip) {
+    make_tmpdir();
+    unsigned char pixels[3 * 2 * 2] = {0, 255, 51, 102, 1, 2, 3, 4, 5, 6, 7, 8};
+    unsigned char labels[3] = {2, 0, 1};
+    write_idx(tmp("train-images-idx3-ubyte.gz"), true, 3, (uint32_t[]){3, 2, 2}, pixels, sizeof pixels);
+    write_idx(tmp("train-labels-idx1-ubyte.gz"), true, 1, (uint32_t[]){3}, labels, sizeof labels);
+    RtDataset d;
+    char err[256];
+    ck_assert_int_eq(rt_mnist_load(&d, tmpdir, "train", err, sizeof err), 0);
+    ck_assert_int_eq(d.n, 3);
+    ck_assert_int_eq(d.features, 4);
+    ck_assert_int_eq(d.nclasses, 3);
+    ck_assert_float_eq(d.x[1], 1.0f);
+    ck_assert_float_eq_tol(d.x[2], 0.2f, 1e-7);
+    ck_assert_int_eq(d.y[0], 2);
+
+    int64_t idx[2] = {2, 0};
+    float xb[8];
+    int32_t yb[2];
+    rt_gather(&d, idx, 2, xb, yb);
+    ck_assert_float_eq(xb[0], d.x[8]);
+    ck_assert_int_eq(yb[0], 1);
+    ck_assert_int_eq(yb[1], 2);
+
+    RtDataset s = rt_dataset_slice(&d, 1, 5);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.y[0], 0);
+    rt_dataset_free(&s); /* a slice does not own its data */
+    rt_dataset_free(&d);
+}
+END_TEST
+
+START_TEST(test_idx_plain_files) {
+    make_tmpdir();
+    unsigned char pixels[4] = {0, 0, 0, 255};
+    unsigned char labels[1] = {7};
+    write_idx(tmp("t10k-images-idx3-ubyte"), false, 3, (uint32_t[]){1, 2, 2}, pixels, sizeof pixels);
+    write_idx(tmp("t10k-labels-idx1-ubyte"), false, 1, (uint32_t[]){1}, labels, sizeof labels);
+    RtDataset d;
+    char err[256];
+    ck_assert_int_eq(rt_mnist_load(&d, tmpdir, "t10k", err, sizeof err), 0);
+    ck_assert_int_eq(d.y[0], 7);
+    ck_assert_float_eq(d.x[3], 1.0f);
+    rt_dataset_free(&d);
+}
+END_TEST
+
+START_TEST(test_idx_errors) {
+    make_tmpdir();
+    RtDataset d;
+    char err[256];
+    unsigned char pixels[8] = {0};
+    unsigned char labels[3] = {0};
+
+    ck_assert_int_eq(rt_mnist_load(&d, tmpdir, "train", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "no train-images-idx3-ubyte"));
+
+    /* truncated data */
+    write_idx(tmp("a-images-idx3-ubyte"), true, 3, (uint32_t[]){3, 2, 2}, pixels, 5);
+    write_idx(tmp("a-labels-idx1-ubyte"), true, 1, (uint32_t[]){3}, labels, 3);
+    ck_assert_int_eq(rt_mnist_load(&d, tmpdir, "a", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "truncated"));
+
+    /* images and labels disagree */
+    write_idx(tmp("b-images-idx3-ubyte"), true, 3, (uint32_t[]){2, 2, 2}, pixels, 8);
+    write_idx(tmp("b-labels-idx1-ubyte"), true, 1, (uint32_t[]){3}, labels, 3);
+    ck_assert_int_eq(rt_mnist_load(&d, tmpdir, "b", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "has 2 images but"));
+
+    /* not IDX at all */
+    FILE *f = fopen(tmp("c-images-idx3-ubyte"), "wb");
+    fputs("hello, world", f);
+    fclose(f);
+    ck_assert_int_eq(rt_idx_load(&d, tmp("c-images-idx3-ubyte"), NULL, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "not an IDX file"));
+}
+END_TEST
+
+START_TEST(test_count_correct) {
+    float probs[3 * 3] = {0.1f, 0.8f, 0.1f, 0.5f, 0.2f, 0.3f, 0.3f, 0.3f, 0.4f};
+    int32_t labels[3] = {1, 1, 2};
+    ck_assert_int_eq(rt_count_correct(probs, labels, 3, 3), 2);
+}
+END_TEST
+
+START_TEST(test_sgemm_transposes) {
+    /* A = [[1,2],[3,4]], B = [[5,6],[7,8]] */
+    float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8}, c[4];
+    nnrt_sgemm(0, 0, 2, 2, 2, 1, a, 2, b, 2, 0, c, 2);
+    ck_assert_float_eq(c[0], 19);
+    ck_assert_float_eq(c[3], 50);
+    nnrt_sgemm(1, 0, 2, 2, 2, 1, a, 2, b, 2, 0, c, 2); /* A^T B */
+    ck_assert_float_eq(c[0], 26);
+    ck_assert_float_eq(c[1], 30);
+    nnrt_sgemm(0, 1, 2, 2, 2, 1, a, 2, b, 2, 0, c, 2); /* A B^T */
+    ck_assert_float_eq(c[0], 17);
+    ck_assert_float_eq(c[1], 23);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("runtime");
+    TCase *rng = tcase_create("rng");
+    tcase_add_test(rng, test_mix64_reference);
+    tcase_add_test(rng, test_uniform_range_and_mean);
+    tcase_add_test(rng, test_permutation);
+    suite_add_tcase(s, rng);
+    TCase *data = tcase_create("data");
+    tcase_add_test(data, test_idx_roundtrip);
+    tcase_add_test(data, test_idx_plain_files);
+    tcase_add_test(data, test_idx_errors);
+    tcase_add_test(data, test_count_correct);
+    tcase_add_test(data, test_sgemm_transposes);
+    suite_add_tcase(s, data);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
