@@ -176,6 +176,7 @@ def
     }
     ;
 
+/* params: [ IDENT { ',' IDENT } ] */
 params
     : %empty                        { $$ = (ArgList){0}; }
     | param_list
@@ -273,6 +274,7 @@ primary
     | '(' expr ')' { $$ = $2; }
     ;
 
+/* args: [ arg { ',' arg } [','] ] */
 args
     : %empty                        { $$ = (ArgList){0}; }
     | arg_list
