@@ -114,6 +114,9 @@ static int train(Module *m, const TrainOptions *o) {
         goto done;
     }
     session_init(s, o->seed);
+    /* Schedules count in epochs; the step function counts steps. */
+    float *spe = session_slot(s, "opt.steps_per_epoch");
+    if (spe) *spe = (float)((train_set.n + batch - 1) / batch);
     xb = xmalloc(sizeof(float) * (size_t)(eval_batch * cs.features));
     yb = xmalloc(sizeof(int32_t) * (size_t)eval_batch);
     probs = xmalloc(sizeof(float) * (size_t)(eval_batch * cs.classes));
@@ -122,8 +125,10 @@ static int train(Module *m, const TrainOptions *o) {
     int64_t nparams = 0;
     for (int i = 0; i < m->nslots; i++)
         if (!(m->slots[i].flags & (NF_OPT_STATE | NF_HYPER))) nparams += m->slots[i].size;
-    printf("%s: %lld parameters, %s(lr=%g), batch %lld, %lld epoch%s; %lld training, %lld validation examples\n",
-           m->name, (long long)nparams, optimizer_names[ts->optimizer], ts->lr, (long long)batch,
+    printf("%s: %lld parameters, %s(lr=%g)%s%s, batch %lld, %lld epoch%s; %lld training, %lld validation examples\n",
+           m->name, (long long)nparams, optimizer_names[ts->optimizer], ts->lr,
+           ts->schedule == SCHED_CONSTANT ? "" : " with a ", ts->schedule == SCHED_CONSTANT ? "" :
+           arena_printf(m->arena, "%s schedule", schedule_names[ts->schedule]), (long long)batch,
            (long long)ts->epochs, ts->epochs == 1 ? "" : "s", (long long)train_set.n, (long long)val_set.n);
     printf("compiled in %.0f ms\n", s->compile_seconds * 1e3);
     fflush(stdout);

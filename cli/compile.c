@@ -31,11 +31,19 @@ Module *nnc_load_model(Arena *arena, const char *path, Diag *d, const LoadOption
         diag_error(d, SPAN_NONE, "%s is too large to be a model", path);
         return NULL;
     }
+    Module *m = nnc_compile_source(arena, path, text, len, d, opts);
+    free(text);
+    return m;
+}
+
+Module *nnc_compile_source(Arena *arena, const char *path, const char *text, size_t len, Diag *d,
+                           const LoadOptions *opts) {
+    static const LoadOptions defaults;
+    if (!opts) opts = &defaults;
     Source *src = ARENA_NEW(arena, Source);
     src->path = arena_strdup(arena, path);
     src->text = arena_strndup(arena, text, len);
     src->len = (int32_t)len;
-    free(text);
     d->src = src;
 
     Module *m = module_new(arena, src);

@@ -33,6 +33,9 @@ typedef struct LoadOptions {
  * reported to `d`; returns NULL if there were any. The Source and the
  * Module live in `arena`. */
 Module *nnc_load_model(Arena *arena, const char *path, Diag *d, const LoadOptions *opts);
+/* The same for text in memory; `path` names it in messages. opts may be NULL. */
+Module *nnc_compile_source(Arena *arena, const char *path, const char *text, size_t len, Diag *d,
+                           const LoadOptions *opts);
 
 /* ---- session.c --------------------------------------------------------------------- */
 

@@ -870,7 +870,37 @@ static void exec_param(Lower *L, const Stmt *s) {
     bind(L, s->name, s->name_span, v, NULL);
 }
 
-/* train sgd(lr=0.1, momentum=0.9) batch 64 epochs 5 */
+/* schedule cosine | cosine(min_lr=1e-5) | step(every=2, gamma=0.5) | exponential(gamma=0.9) */
+static void parse_schedule(Lower *L, const Expr *e, TrainSpec *ts) {
+    static const ParamSpec none[] = {{0}};
+    static const ParamSpec step[] = {{"every", A_REAL, false, 1}, {"gamma", A_REAL, false, 0.1}, {0}};
+    static const ParamSpec exponential[] = {{"gamma", A_REAL, false, 0.9}, {0}};
+    static const ParamSpec cosine[] = {{"min_lr", A_REAL, false, 0}, {0}};
+    static const ParamSpec *const specs[SCHED_COUNT] = {none, step, exponential, cosine};
+    if (e->kind != EX_NAME && e->kind != EX_CALL) {
+        diag_error(L->d, e->span, "schedule expects a name, as in 'schedule cosine'");
+        return;
+    }
+    int k;
+    for (k = 0; k < SCHED_COUNT; k++)
+        if (strcmp(e->text, schedule_names[k]) == 0) break;
+    if (k == SCHED_COUNT) {
+        suggest(L, e->kind == EX_CALL ? e->name_span : e->span, "schedule", e->text, schedule_names, SCHED_COUNT);
+        return;
+    }
+    Expr bare = *e;
+    if (e->kind == EX_NAME) bare.nargs = 0;
+    Args a;
+    if (!bind_args(L, &bare, specs[k], &a)) return;
+    ts->schedule = (ScheduleKind)k;
+    if (k == SCHED_STEP) ts->every = a.num[0], ts->gamma = a.num[1];
+    if (k == SCHED_EXPONENTIAL) ts->gamma = a.num[0];
+    if (k == SCHED_COSINE) ts->min_lr = a.num[0];
+    if ((k == SCHED_STEP && !(ts->every > 0)) || ((k == SCHED_STEP || k == SCHED_EXPONENTIAL) && !(ts->gamma > 0)))
+        diag_error(L->d, e->span, "%s: every and gamma must be positive", e->text);
+}
+
+/* train sgd(lr=0.1, momentum=0.9) batch 64 epochs 5 schedule cosine */
 static void exec_train(Lower *L, const Stmt *s) {
     if (L->have_train) {
         diag_error(L->d, s->span, "a model has one train statement");
@@ -907,12 +937,13 @@ static void exec_train(Lower *L, const Stmt *s) {
     if (ts->optimizer == OPT_ADAM) ts->beta1 = a.num[1], ts->beta2 = a.num[2], ts->eps = a.num[3];
     if (ts->lr <= 0) diag_error(L->d, a.span[0], "the learning rate must be positive");
 
-    static const char *const known[] = {"batch", "epochs"};
+    static const char *const known[] = {"batch", "epochs", "schedule"};
     for (int i = 0; i < s->nopts; i++) {
         const Arg *o = &s->opts[i];
         if (strcmp(o->name, "batch") == 0) option_int(L, o, 1, &ts->batch);
         else if (strcmp(o->name, "epochs") == 0) option_int(L, o, 1, &ts->epochs);
-        else unknown_option(L, o, "train", known, 2);
+        else if (strcmp(o->name, "schedule") == 0) parse_schedule(L, o->value, ts);
+        else unknown_option(L, o, "train", known, 3);
     }
 }
 

@@ -83,6 +83,13 @@ const char *const init_names[INIT_COUNT] = {
     [INIT_HE_NORMAL] = "he_normal",
 };
 
+const char *const schedule_names[SCHED_COUNT] = {
+    [SCHED_CONSTANT] = "constant",
+    [SCHED_STEP] = "step",
+    [SCHED_EXPONENTIAL] = "exponential",
+    [SCHED_COSINE] = "cosine",
+};
+
 const char *const optimizer_names[OPT_COUNT] = {
     [OPT_SGD] = "sgd",
     [OPT_MOMENTUM] = "momentum",
@@ -203,7 +210,8 @@ Module *module_new(Arena *a, const Source *src) {
     m->model = graph_new(a, "model");
     m->train_spec = (TrainSpec){
         .optimizer = OPT_SGD, .lr = 0.01, .momentum = 0.9, .beta1 = 0.9, .beta2 = 0.999,
-        .eps = 1e-8, .batch = 32, .epochs = 1, .span = SPAN_NONE,
+        .eps = 1e-8, .schedule = SCHED_CONSTANT, .every = 1, .gamma = 0.1, .batch = 32, .epochs = 1,
+        .span = SPAN_NONE,
     };
     return m;
 }

@@ -151,10 +151,20 @@ typedef struct StateSlot {
 typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM, OPT_COUNT } OptimizerKind;
 extern const char *const optimizer_names[OPT_COUNT];
 
+/* Learning-rate schedules, as functions of the epoch e = step / steps_per_epoch:
+ *   constant     lr
+ *   step         lr * gamma ^ floor(e / every)
+ *   exponential  lr * gamma ^ e
+ *   cosine       min_lr + (lr - min_lr) * (1 + cos(pi * min(e / epochs, 1))) / 2 */
+typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_EXPONENTIAL, SCHED_COSINE, SCHED_COUNT } ScheduleKind;
+extern const char *const schedule_names[SCHED_COUNT];
+
 /* The `train` statement, after command-line overrides. */
 typedef struct TrainSpec {
     OptimizerKind optimizer;
     double lr, momentum, beta1, beta2, eps;
+    ScheduleKind schedule;
+    double every, gamma, min_lr; /* the schedule's parameters */
     int64_t batch, epochs;
     Span span;
 } TrainSpec;

@@ -40,7 +40,7 @@ typedef enum {
     KX_ADD, KX_SUB, KX_MUL, KX_DIV, KX_MOD, KX_MIN, KX_MAX,
     KX_POW, /* real */
     /* unary, real */
-    KX_NEG, KX_EXP, KX_LOG, KX_SQRT, KX_ABS, KX_COS,
+    KX_NEG, KX_EXP, KX_LOG, KX_SQRT, KX_ABS, KX_COS, KX_SIN, KX_FLOOR,
     /* comparisons -> bool */
     KX_LT, KX_LE, KX_GT, KX_GE, KX_EQ, KX_NE,
     KX_SELECT, /* a ? b : c                               */

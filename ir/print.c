@@ -10,15 +10,36 @@
 
 #include <string.h>
 
-static void print_attr_value(FILE *out, Op op, int k, double v) {
-    if (op == OP_PARAM && k == 0 && v >= 0 && v < INIT_COUNT) {
-        fputs(init_names[(int)v], out);
-        return;
+/* Axis sets print as lists ([0, 2]), initialisers by name. */
+static int print_attr_value(FILE *out, const OpInfo *info, Op op, int k, double v) {
+    if (op == OP_PARAM && k == 0 && v >= 0 && v < INIT_COUNT) return fprintf(out, "%s", init_names[(int)v]);
+    if (strcmp(info->attr_names[k], "axes") == 0) {
+        unsigned mask = (unsigned)v;
+        int n = fprintf(out, "[");
+        const char *sep = "";
+        for (int i = 0; i < IR_MAX_RANK; i++)
+            if (mask & (1u << i)) {
+                n += fprintf(out, "%s%d", sep, i);
+                sep = ", ";
+            }
+        return n + fprintf(out, "]");
     }
-    fprintf(out, "%.9g", v);
+    return fprintf(out, "%.9g", v);
 }
 
-static void print_flags(FILE *out, uint32_t flags) {
+/* Whether attribute k of n is worth printing: not at its default, and for
+ * params, fans only where the initialiser uses them. */
+static bool attr_shown(const Node *n, const OpInfo *info, int k) {
+    if (info->attr_required[k]) return true;
+    if (n->attr[k] == info->attr_defaults[k]) return false;
+    if (n->op == OP_PARAM && k >= 2) {
+        InitKind init = (InitKind)n->attr[0];
+        return init >= INIT_XAVIER_UNIFORM && init <= INIT_HE_NORMAL;
+    }
+    return true;
+}
+
+static int print_flags(FILE *out, uint32_t flags) {
     static const struct {
         uint32_t flag;
         const char *name;
@@ -27,8 +48,10 @@ static void print_flags(FILE *out, uint32_t flags) {
         {NF_FROZEN, "frozen"}, {NF_OPT_STATE, "opt_state"}, {NF_HYPER, "hyper"},
         {NF_GRAD, "grad"},
     };
+    int n = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (flags & names[i].flag) fprintf(out, " %s", names[i].name);
+        if (flags & names[i].flag) n += fprintf(out, " %s", names[i].name);
+    return n;
 }
 
 static void print_node(FILE *out, const Graph *g, int id, const Source *src) {
@@ -45,22 +68,16 @@ static void print_node(FILE *out, const Graph *g, int id, const Source *src) {
 
     bool open = false;
     for (int k = 0; k < info->nattrs; k++) {
-        if (!info->attr_required[k] && n->attr[k] == info->attr_defaults[k]) continue;
+        if (!attr_shown(n, info, k)) continue;
         col += fprintf(out, "%s%s=", open ? ", " : " {", info->attr_names[k]);
-        char buf[64];
-        FILE *mem = fmemopen(buf, sizeof buf, "w");
-        print_attr_value(mem, n->op, k, n->attr[k]);
-        long w = ftell(mem);
-        fclose(mem);
-        buf[w < (long)sizeof buf ? w : (long)sizeof buf - 1] = 0;
-        col += fprintf(out, "%s", buf);
+        col += print_attr_value(out, info, n->op, k, n->attr[k]);
         open = true;
     }
     if (open) col += fprintf(out, "}");
 
     char tb[TYPE_STR_MAX];
     col += fprintf(out, " : %s", type_str(&n->type, tb, sizeof tb));
-    print_flags(out, n->flags);
+    col += print_flags(out, n->flags);
 
     if (!leaf_named && (n->name || span_valid(n->span))) {
         /* Align trailing comments so the graph reads as a table. */

@@ -124,6 +124,28 @@ static void grad_square(AdCtx *c, int id, int dy) {
 }
 
 static void grad_expand(AdCtx *c, int id, int dy) { accumulate(c, id, 0, dy); }
+
+/* min and max route the gradient to the input that was chosen (ties: the
+ * first input for max, the first for min as well). */
+static void grad_minmax(AdCtx *c, int id, int dy, bool is_max) {
+    Node n = c->g->nodes[id];
+    int a = n.in[0], b = n.in[1];
+    int first = is_max ? op2(c, OP_GE, a, b) : op2(c, OP_GE, b, a); /* 1 where a is chosen */
+    if (wants(c, id, 0)) accumulate(c, id, 0, op2(c, OP_MUL, dy, first));
+    if (wants(c, id, 1)) accumulate(c, id, 1, op2(c, OP_MUL, dy, op2(c, OP_SUB, constant(c, 1), first)));
+}
+
+static void grad_min(AdCtx *c, int id, int dy) { grad_minmax(c, id, dy, false); }
+static void grad_max(AdCtx *c, int id, int dy) { grad_minmax(c, id, dy, true); }
+
+static void grad_cos(AdCtx *c, int id, int dy) {
+    int x = c->g->nodes[id].in[0];
+    accumulate(c, id, 0, op1(c, OP_NEG, op2(c, OP_MUL, dy, op1(c, OP_SIN, x))));
+}
+
+static void grad_sin(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_MUL, dy, op1(c, OP_COS, c->g->nodes[id].in[0])));
+}
 static void grad_sigmoid(AdCtx *c, int id, int dy) { accumulate(c, id, 0, op2(c, OP_SIGMOID_GRAD, id, dy)); }
 static void grad_tanh(AdCtx *c, int id, int dy) { accumulate(c, id, 0, op2(c, OP_TANH_GRAD, id, dy)); }
 

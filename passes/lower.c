@@ -144,6 +144,14 @@ static Kx *scalar_log(Arena *a, const Node *n, Kx **x) { return UN(LOG, x[0]); }
 static Kx *scalar_sqrt(Arena *a, const Node *n, Kx **x) { return UN(SQRT, x[0]); }
 static Kx *scalar_square(Arena *a, const Node *n, Kx **x) { return BIN(MUL, x[0], x[0]); }
 static Kx *scalar_expand(Arena *a, const Node *n, Kx **x) { return x[0]; }
+static Kx *scalar_min(Arena *a, const Node *n, Kx **x) { return BIN(MIN, x[0], x[1]); }
+static Kx *scalar_max(Arena *a, const Node *n, Kx **x) { return BIN(MAX, x[0], x[1]); }
+static Kx *scalar_floor(Arena *a, const Node *n, Kx **x) { return UN(FLOOR, x[0]); }
+static Kx *scalar_cos(Arena *a, const Node *n, Kx **x) { return UN(COS, x[0]); }
+static Kx *scalar_sin(Arena *a, const Node *n, Kx **x) { return UN(SIN, x[0]); }
+static Kx *scalar_ge(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GE, x[0], x[1]), R(1), R(0));
+}
 
 /* 1 / (1 + e^-x): e^-x overflows to inf for very negative x, giving 0. */
 static Kx *scalar_sigmoid(Arena *a, const Node *n, Kx **x) {

@@ -7,8 +7,12 @@
  *
  *   sgd       p -= lr * g
  *   momentum  v = mu * v + g;  p -= lr * v
- *   adam      t += 1;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   adam      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  t = step + 1
  *             p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+ *
+ * The step size is lr, or lr under a schedule (ir.h: ScheduleKind) driven
+ * by the step counter opt.step and opt.steps_per_epoch, which whoever runs
+ * the steps sets from the size of the data (nnc train does).
  *
  * Every assign comes after all the reads of the state in the step (the
  * forward and backward nodes precede the update in the list), so the step
@@ -16,6 +20,7 @@
 #include "passes/passes.h"
 #include "support/util.h"
 
+#include <math.h>
 #include <string.h>
 
 typedef struct OptCtx {
@@ -52,6 +57,36 @@ static int hyper(OptCtx *c, const char *name, double value) {
 
 static void assign(OptCtx *c, int target, int value) { op2(c, OP_ASSIGN, target, value); }
 
+static int op1(OptCtx *c, Op op, int a) { return emit(c, op, 1, (int32_t[]){a}, NULL); }
+
+/* The learning rate of this step under the schedule. */
+static int scheduled_lr(OptCtx *c, int lr, int step) {
+    const TrainSpec *ts = &c->m->train_spec;
+    if (ts->schedule == SCHED_CONSTANT) return lr;
+    int spe = hyper(c, "opt.steps_per_epoch", 1);
+    int epoch = op2(c, OP_DIV, step, spe);
+    switch (ts->schedule) {
+    case SCHED_STEP: {
+        int every = hyper(c, "opt.decay_every", ts->every);
+        int gamma = hyper(c, "opt.decay_gamma", ts->gamma);
+        return op2(c, OP_MUL, lr, op2(c, OP_POW, gamma, op1(c, OP_FLOOR, op2(c, OP_DIV, epoch, every))));
+    }
+    case SCHED_EXPONENTIAL: {
+        int gamma = hyper(c, "opt.decay_gamma", ts->gamma);
+        return op2(c, OP_MUL, lr, op2(c, OP_POW, gamma, epoch));
+    }
+    case SCHED_COSINE: {
+        int epochs = hyper(c, "opt.epochs", (double)ts->epochs);
+        int min_lr = hyper(c, "opt.min_lr", ts->min_lr);
+        int progress = op2(c, OP_MIN, op2(c, OP_DIV, epoch, epochs), constant(c, 1));
+        int wave = op2(c, OP_MUL, op2(c, OP_ADD, constant(c, 1), op1(c, OP_COS, op2(c, OP_MUL, constant(c, M_PI), progress))),
+                       constant(c, 0.5));
+        return op2(c, OP_ADD, min_lr, op2(c, OP_MUL, op2(c, OP_SUB, lr, min_lr), wave));
+    }
+    default: NNC_BUG("schedule %d", (int)ts->schedule);
+    }
+}
+
 bool pass_optimizer(Module *m, Diag *d) {
     (void)d;
     if (!m->grad) {
@@ -63,19 +98,21 @@ bool pass_optimizer(Module *m, Diag *d) {
     const TrainSpec *ts = &m->train_spec;
     OptCtx c = {.m = m, .g = g, .span = ts->span};
 
-    int lr = hyper(&c, "opt.lr", ts->lr);
-    int mu = -1, b1 = -1, b2 = -1, eps = -1, lr_t = -1, t_next = -1, t = -1;
+    /* opt.step counts the steps taken; the schedule reads it as it was
+     * before this step, Adam's bias correction as t = step + 1. */
+    int step = hyper(&c, "opt.step", 0);
+    int step_next = op2(&c, OP_ADD, step, constant(&c, 1));
+    int lr = scheduled_lr(&c, hyper(&c, "opt.lr", ts->lr), step);
+    int mu = -1, b1 = -1, b2 = -1, eps = -1, lr_t = -1;
     if (ts->optimizer == OPT_MOMENTUM) mu = hyper(&c, "opt.momentum", ts->momentum);
     if (ts->optimizer == OPT_ADAM) {
         b1 = hyper(&c, "opt.beta1", ts->beta1);
         b2 = hyper(&c, "opt.beta2", ts->beta2);
         eps = hyper(&c, "opt.eps", ts->eps);
-        t = hyper(&c, "opt.t", 0);
-        t_next = op2(&c, OP_ADD, t, constant(&c, 1));
         /* The bias corrections fold into one step size. */
         int one = constant(&c, 1);
-        int c2 = emit(&c, OP_SQRT, 1, (int32_t[]){op2(&c, OP_SUB, one, op2(&c, OP_POW, b2, t_next))}, NULL);
-        int c1 = op2(&c, OP_SUB, one, op2(&c, OP_POW, b1, t_next));
+        int c2 = emit(&c, OP_SQRT, 1, (int32_t[]){op2(&c, OP_SUB, one, op2(&c, OP_POW, b2, step_next))}, NULL);
+        int c1 = op2(&c, OP_SUB, one, op2(&c, OP_POW, b1, step_next));
         lr_t = op2(&c, OP_DIV, op2(&c, OP_MUL, lr, c2), c1);
     }
 
@@ -87,16 +124,16 @@ bool pass_optimizer(Module *m, Diag *d) {
         NNC_ASSERT(p >= 0);
         IrType pt = g->nodes[p].type;
         c.span = g->nodes[p].span;
-        int grad = i, step;
+        int grad = i, delta;
         switch (ts->optimizer) {
         case OPT_SGD:
-            step = op2(&c, OP_MUL, lr, grad);
+            delta = op2(&c, OP_MUL, lr, grad);
             break;
         case OPT_MOMENTUM: {
             int v = state_param(&c, arena_printf(m->arena, "%s.velocity", pname), pt, NF_OPT_STATE, 0);
             int v_new = op2(&c, OP_ADD, op2(&c, OP_MUL, mu, v), grad);
             assign(&c, v, v_new);
-            step = op2(&c, OP_MUL, lr, v_new);
+            delta = op2(&c, OP_MUL, lr, v_new);
             break;
         }
         case OPT_ADAM: {
@@ -109,17 +146,15 @@ bool pass_optimizer(Module *m, Diag *d) {
             assign(&c, mo, m_new);
             assign(&c, ve, v_new);
             int denom = op2(&c, OP_ADD, emit(&c, OP_SQRT, 1, (int32_t[]){v_new}, NULL), eps);
-            step = op2(&c, OP_MUL, lr_t, op2(&c, OP_DIV, m_new, denom));
+            delta = op2(&c, OP_MUL, lr_t, op2(&c, OP_DIV, m_new, denom));
             break;
         }
         default: NNC_BUG("optimizer %d", (int)ts->optimizer);
         }
-        assign(&c, p, op2(&c, OP_SUB, p, step));
+        assign(&c, p, op2(&c, OP_SUB, p, delta));
     }
-    if (t >= 0) {
-        c.span = ts->span;
-        assign(&c, t, t_next);
-    }
+    c.span = ts->span;
+    assign(&c, step, step_next);
     module_layout_state(m);
     return true;
 }

@@ -6,8 +6,8 @@
  * this header is their reference definition.
  *
  *   bits(key, counter)    = high 32 bits of mix(mix(key) ^ counter)
- *   uniform(key, counter) = ((bits >> 8) + 0.5) / 2^24, in (0, 1),
- *                           exactly representable in f32
+ *   uniform(key, counter) = ((bits >> 9) + 0.5) / 2^23, in (0, 1): 24
+ *                           significant bits, so exact in f32 and f64 alike
  *
  * mix is the SplitMix64 finaliser. */
 #ifndef NNRT_RNG_H
@@ -27,7 +27,7 @@ static inline uint32_t nnrt_rand_bits(uint64_t key, uint64_t counter) {
 }
 
 static inline double nnrt_rand_uniform(uint64_t key, uint64_t counter) {
-    return ((double)(nnrt_rand_bits(key, counter) >> 8) + 0.5) * (1.0 / 16777216.0);
+    return ((double)(nnrt_rand_bits(key, counter) >> 9) + 0.5) * (1.0 / 8388608.0);
 }
 
 /* An integer in [0, n) (n < 2^32), by the multiply-shift method. */

@@ -25,7 +25,7 @@ START_TEST(test_uniform_range_and_mean) {
     for (uint64_t i = 0; i < 100000; i++) {
         double u = nnrt_rand_uniform(42, i);
         ck_assert(u > 0 && u < 1);
-        /* 24 bits plus a half: exactly representable as a float */
+        /* 23 bits plus a half: exactly representable as a float */
         ck_assert((double)(float)u == u);
         sum += u;
         lo = fmin(lo, u);

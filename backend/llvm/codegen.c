@@ -90,10 +90,10 @@ static LLVMValueRef mix64(Cg *c, LLVMValueRef z) {
 static LLVMValueRef emit_rand(Cg *c, LLVMValueRef key, LLVMValueRef counter) {
     LLVMBuilderRef b = c->b;
     LLVMValueRef z = mix64(c, LLVMBuildXor(b, mix64(c, key), counter, ""));
-    LLVMValueRef bits24 = LLVMBuildLShr(b, z, const_i64(c, 40), ""); /* top 32 bits, then >> 8 */
-    LLVMValueRef u = LLVMBuildUIToFP(b, bits24, c->real, "");
+    LLVMValueRef bits23 = LLVMBuildLShr(b, z, const_i64(c, 41), ""); /* top 32 bits, then >> 9 */
+    LLVMValueRef u = LLVMBuildUIToFP(b, bits23, c->real, "");
     u = LLVMBuildFAdd(b, u, LLVMConstReal(c->real, 0.5), "");
-    return LLVMBuildFMul(b, u, LLVMConstReal(c->real, 1.0 / 16777216.0), "");
+    return LLVMBuildFMul(b, u, LLVMConstReal(c->real, 1.0 / 8388608.0), "");
 }
 
 static LLVMTypeRef elem_type(Cg *c, int buf) {
@@ -155,6 +155,8 @@ static LLVMValueRef emit_kx(Cg *c, const Kx *x) {
     case KX_SQRT: return call_intrinsic(c, "llvm.sqrt", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
     case KX_ABS: return call_intrinsic(c, "llvm.fabs", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
     case KX_COS: return call_intrinsic(c, "llvm.cos", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
+    case KX_SIN: return call_intrinsic(c, "llvm.sin", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
+    case KX_FLOOR: return call_intrinsic(c, "llvm.floor", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
     case KX_LT: case KX_LE: case KX_GT: case KX_GE: case KX_EQ: case KX_NE: {
         LLVMValueRef l = emit_kx(c, x->a), r = emit_kx(c, x->b);
         int k = x->op - KX_LT;

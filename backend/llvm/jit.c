@@ -2,13 +2,16 @@
  *
  * Modules are optimised for the host CPU (the same pipeline as ahead-of-
  * time output, so a JIT-ed step computes bit for bit what a compiled
- * library computes) and then handed to LLJIT. Calls to the runtime
- * (nnrt_sgemm, libm) resolve against the running process. */
+ * library computes) and then handed to LLJIT. The runtime's entry points
+ * are defined in the JIT by address, so they resolve whatever the linker
+ * kept of the runtime library; libm resolves against the process. */
 #include "backend/llvm/llvm_backend.h"
 #include "support/util.h"
 
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
+
+#include "runtime/nnrt.h"
 
 #include <stdlib.h>
 
@@ -23,6 +26,27 @@ static char *take_error(LLVMErrorRef e) {
     char *copy = LLVMCreateMessage(m);
     LLVMDisposeErrorMessage(m);
     return copy;
+}
+
+/* Every runtime function generated code may call. */
+static const struct {
+    const char *name;
+    void (*addr)(void);
+} runtime_symbols[] = {
+    {"nnrt_sgemm", (void (*)(void))nnrt_sgemm},
+    {"nnrt_dgemm", (void (*)(void))nnrt_dgemm},
+};
+
+static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit) {
+    enum { N = sizeof runtime_symbols / sizeof runtime_symbols[0] };
+    LLVMOrcCSymbolMapPair pairs[N];
+    for (int i = 0; i < N; i++) {
+        pairs[i].Name = LLVMOrcLLJITMangleAndIntern(jit, runtime_symbols[i].name);
+        pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)runtime_symbols[i].addr;
+        pairs[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
+        pairs[i].Sym.Flags.TargetFlags = 0;
+    }
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(pairs, N));
 }
 
 NncJit *nnc_jit_create(char **err) {
@@ -48,6 +72,12 @@ NncJit *nnc_jit_create(char **err) {
         return NULL;
     }
     LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->lljit), gen);
+    if ((e = define_runtime(j->lljit))) {
+        *err = take_error(e);
+        LLVMOrcDisposeLLJIT(j->lljit);
+        free(j);
+        return NULL;
+    }
     j->tsctx = LLVMOrcCreateNewThreadSafeContext();
     j->tm = llvm_host_target_machine();
     return j;
