@@ -20,7 +20,7 @@ void usage_emit(FILE *out) {
           "Compiles FILE.nn. Without an --emit option, checks it and prints a summary.\n"
           "\n"
           "  --emit-ir            print the Graph IR (forward, eval, grad, train_step) and the state layout\n"
-          "  --print-after=PASS   print the Graph IR after PASS (derive, autodiff, optimizer, or all)\n"
+          "  --print-after=PASS   print the Graph IR after PASS (shape, derive, autodiff, optimizer, or all)\n"
           "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
           "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
           "  -O0                  with --emit-llvm: the module as generated, before optimisation\n"

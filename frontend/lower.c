@@ -45,7 +45,7 @@ typedef struct Scope {
     Binding *items;
     int n, cap;
     const char *prefix;  /* parameter names inside it start with this */
-    int counters[64];    /* per layer kind: how many unnamed ones so far */
+    int counters[64];    /* per "prefix.kind": how many unnamed ones so far */
     const char *counter_names[64];
     int ncounters;
 } Scope;
@@ -136,16 +136,21 @@ static Value as_tensor(Lower *L, Value v, Span span, const char *what) {
 static const char *layer_name(Lower *L, const Expr *call, const char *kind) {
     if (call == L->stmt_root && L->stmt_name && L->depth == 0) return L->stmt_name;
     Scope *s = L->scope;
+    const char *prefix = s->prefix ? s->prefix : (L->stmt_name ? L->stmt_name : "layer");
+    const char *key = arena_printf(L->a, "%s.%s", prefix, kind);
     int k;
     for (k = 0; k < s->ncounters; k++)
-        if (strcmp(s->counter_names[k], kind) == 0) break;
+        if (strcmp(s->counter_names[k], key) == 0) break;
     if (k == s->ncounters) {
-        if (k == 64) NNC_BUG("too many layer kinds in one scope");
-        s->counter_names[s->ncounters++] = kind;
+        if (k == 64) {
+            diag_error(L->d, call->span, "too many unnamed layers in one statement; name some of them");
+            k = 63;
+        } else {
+            s->counter_names[s->ncounters++] = key;
+        }
     }
     int index = s->counters[k]++;
-    const char *prefix = s->prefix ? s->prefix : (L->stmt_name ? L->stmt_name : "layer");
-    return arena_printf(L->a, "%s.%s%d", prefix, kind, index);
+    return arena_printf(L->a, "%s%d", key, index);
 }
 
 /* ---- initialisers ---------------------------------------------------------------------------- */
@@ -307,6 +312,18 @@ static bool literal_number(const Expr *e, double *v, bool *is_int) {
     return false;
 }
 
+/* The value of a numeric argument: any expression that evaluates to a
+ * number (a literal, a name bound to one, arithmetic on them). */
+static bool number_arg(Lower *L, const Expr *e, double *v, bool *is_int) {
+    if (literal_number(e, v, is_int)) return true;
+    if (e->kind != EX_NAME && e->kind != EX_BINARY && e->kind != EX_NEG) return false;
+    Value val = eval(L, e);
+    if (val.kind != V_NUMBER) return false;
+    *v = val.num;
+    *is_int = val.is_int || val.num == floor(val.num);
+    return true;
+}
+
 static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
     const ParamSpec *p = &args->spec[k];
     args->given[k] = true;
@@ -319,14 +336,14 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
         return args->v[k].kind != V_ERROR;
     case A_INT:
     case A_AXIS:
-        if (!literal_number(e, &num, &is_int) || !is_int) {
+        if (!number_arg(L, e, &num, &is_int) || !is_int) {
             diag_error(L->d, e->span, "%s: '%s' must be an integer", args->callee, p->name);
             return false;
         }
         args->num[k] = num;
         return true;
     case A_REAL:
-        if (!literal_number(e, &num, &is_int)) {
+        if (!number_arg(L, e, &num, &is_int)) {
             diag_error(L->d, e->span, "%s: '%s' must be a number", args->callee, p->name);
             return false;
         }
@@ -508,8 +525,10 @@ static Value build_reduce(Lower *L, const Expr *call, Args *a, Op op) {
 static Value build_sum(Lower *L, const Expr *call, Args *a) { return build_reduce(L, call, a, OP_SUM); }
 static Value build_mean(Lower *L, const Expr *call, Args *a) { return build_reduce(L, call, a, OP_MEAN); }
 
+/* matmul(a, b, transpose_a=false, transpose_b=false) */
 static Value build_matmul(Lower *L, const Expr *call, Args *a) {
-    return emit2(L, OP_MATMUL, a->v[0].node, a->v[1].node, call->span, L->stmt_name);
+    return emit(L, OP_MATMUL, 2, (int32_t[]){a->v[0].node, a->v[1].node}, (double[]){a->num[2], a->num[3]},
+                call->span, L->stmt_name);
 }
 
 /* cross_entropy(logits, labels): mean over the batch of -log softmax(logits)[label]. */
@@ -540,7 +559,8 @@ static const Builtin builtins[] = {
     {"flatten", {T("x")}, build_flatten},
     {"sum", {T("x"), {"axis", A_AXIS, false, ALL_AXES}, {"keepdims", A_BOOL, false, 0}}, build_sum},
     {"mean", {T("x"), {"axis", A_AXIS, false, ALL_AXES}, {"keepdims", A_BOOL, false, 0}}, build_mean},
-    {"matmul", {T("a"), T("b")}, build_matmul},
+    {"matmul", {T("a"), T("b"), {"transpose_a", A_BOOL, false, 0}, {"transpose_b", A_BOOL, false, 0}},
+     build_matmul},
     {"cross_entropy", {T("logits"), T("labels")}, build_cross_entropy},
     {"mse", {T("pred"), T("target")}, build_mse},
 };

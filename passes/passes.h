@@ -2,14 +2,15 @@
  *
  * The pipeline (pipeline.c) runs, in order:
  *
+ *   shape       every type of the model graph re-derived and checked
  *   derive      model graph -> forward, eval and grad graphs (dead nodes gone)
  *   autodiff    grad graph += the gradient of the loss for every trainable param
  *   optimizer   train graph = grad graph + the parameter update; state layout
  *
  * and lower.c turns any of the resulting graphs into a KProgram. Shape
  * inference is not a separate step: every node gets its type from its shape
- * rule the moment it is built (the frontend needs shapes to build layers),
- * and pass_shape_recheck re-derives all of them as a verifier. */
+ * rule the moment it is built (the frontend needs shapes to build layers);
+ * pass_shape re-derives all of them before the other passes run. */
 #ifndef NNC_PASSES_H
 #define NNC_PASSES_H
 
@@ -22,6 +23,8 @@
 bool shape_infer(Graph *g, int id, Diag *d);
 /* Re-derives every type and reports a node whose type disagrees. */
 bool pass_shape_recheck(const Graph *g, FILE *err);
+/* The pass: pass_shape_recheck over the model graph. */
+bool pass_shape(Module *m, Diag *d);
 /* The shape of broadcasting a and b (NumPy rules); false if incompatible. */
 bool shape_broadcast(const IrType *a, const IrType *b, IrType *out);
 

@@ -10,6 +10,7 @@ typedef struct Pass {
 } Pass;
 
 static const Pass pipeline[] = {
+    {"shape", pass_shape},
     {"derive", pass_derive},
     {"autodiff", pass_autodiff},
     {"optimizer", pass_optimizer},
@@ -17,7 +18,7 @@ static const Pass pipeline[] = {
 
 enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
 
-const char *const pass_names[] = {"derive", "autodiff", "optimizer", NULL};
+const char *const pass_names[] = {"shape", "derive", "autodiff", "optimizer", NULL};
 
 static bool verify_module(const Module *m, const char *after) {
     const Graph *graphs[] = {m->model, m->forward, m->eval, m->grad, m->train};

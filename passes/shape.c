@@ -249,3 +249,12 @@ bool pass_shape_recheck(const Graph *g, FILE *err) {
     arena_free_all(&a);
     return ok;
 }
+
+bool pass_shape(Module *m, Diag *d) {
+    (void)d;
+    /* The frontend typed every node as it built it (layers need shapes to
+     * create their parameters); this pass re-derives them all from scratch,
+     * so a graph that reaches the other passes is known to be well typed. */
+    if (!pass_shape_recheck(m->model, stderr)) NNC_BUG("the frontend built an ill-typed graph");
+    return true;
+}

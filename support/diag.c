@@ -68,8 +68,35 @@ static void report(Diag *d, const char *kind, const char *color, Span at, const 
     if (located) print_excerpt(d, at);
 }
 
+/* FNV-1a over the location and the formatted message. */
+static uint64_t message_key(Span at, const char *fmt, va_list ap) {
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)(uint32_t)at.begin;
+    for (const char *p = buf; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+/* True if this message was reported before (and remembers it if not). */
+static bool seen_before(Diag *d, Span at, const char *fmt, va_list ap) {
+    uint64_t key = message_key(at, fmt, ap);
+    int n = d->nrecent < 32 ? d->nrecent : 32;
+    for (int i = 0; i < n; i++)
+        if (d->recent[i] == key) return true;
+    d->recent[d->nrecent++ % 32] = key;
+    return false;
+}
+
 void diag_error(Diag *d, Span at, const char *fmt, ...) {
     int limit = d->max_errors ? d->max_errors : 20;
+    va_list dup;
+    va_start(dup, fmt);
+    bool repeat = seen_before(d, at, fmt, dup);
+    va_end(dup);
+    if (repeat) {
+        d->nerrors++; /* still an error, just not printed again */
+        return;
+    }
     d->nerrors++;
     if (d->nerrors > limit) {
         if (d->nerrors == limit + 1) fprintf(d->out, "nnc: too many errors; stopping here\n");

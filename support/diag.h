@@ -36,6 +36,10 @@ typedef struct Diag {
     int nerrors;
     int max_errors; /* stop printing after this many; 0 = default (20) */
     bool color;
+    /* Recent messages, so the same error at the same place (a def expanded
+     * twice) is reported once. */
+    uint64_t recent[32];
+    int nrecent;
 } Diag;
 
 void diag_init(Diag *d, const Source *src, FILE *out);

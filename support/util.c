@@ -175,7 +175,13 @@ const char *closest_name(const char *name, const char *const *candidates, int n)
     /* A typo changes a few characters; more than a third of the word is a different word. */
     int limit = (int)strlen(name) / 3 + 1;
     if (limit > 3) limit = 3;
-    return best_d <= limit ? best : NULL;
+    if (best_d <= limit) return best;
+    /* An abbreviation or its spelling out: "act" for "activation", or back. */
+    for (int i = 0; i < n; i++) {
+        size_t a = strlen(name), b = strlen(candidates[i]), shorter = a < b ? a : b;
+        if (shorter >= 3 && strncmp(name, candidates[i], shorter) == 0) return candidates[i];
+    }
+    return NULL;
 }
 
 double now_seconds(void) {

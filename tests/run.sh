@@ -1,8 +1,11 @@
 #!/bin/sh
 # run.sh - the file-driven tests, run by ctest (one file per test):
 #
-#   run.sh golden NNC FILE.nn [--update]   IR after the pipeline == FILE.ir
+#   run.sh golden NNC FILE.nn [--update]   IR after shape, autodiff and optimizer
+#                                         == FILE.shape.ir, FILE.autodiff.ir, FILE.optimizer.ir
 #   run.sh error  NNC FILE.nn [--update]   diagnostics of FILE.nn == FILE.err
+#   run.sh fails  NNC FILE.nn COMMAND ARGS...
+#                                         `nnc COMMAND ARGS FILE.nn` reports a failure (status 1)
 #   run.sh train  NNC FILE.nn MIN_ACC ARGS...
 #                                         `nnc train` reaches test accuracy >= MIN_ACC
 #
@@ -10,6 +13,7 @@
 set -u
 kind=$1 nnc=$2 file=$3
 shift 3
+case $nnc in /*) ;; *) nnc=$(pwd)/$nnc ;; esac
 dir=$(dirname "$file")
 base=$(basename "$file")
 stem=${base%.nn}
@@ -32,9 +36,13 @@ case $kind in
 golden)
     # Paths are printed relative to the test folder, so the files do not
     # depend on where the repository lives.
-    expected=$dir/$stem.ir
-    (cd "$dir" && "$nnc" "$base" --print-after=all) >"$out" 2>&1 || { cat "$out"; exit 1; }
-    compare "$expected"
+    failed=0
+    for pass in shape autodiff optimizer; do
+        expected=$dir/$stem.$pass.ir
+        (cd "$dir" && "$nnc" "$base" --print-after=$pass) >"$out" 2>&1 || { cat "$out"; exit 1; }
+        compare "$expected" || failed=1
+    done
+    exit $failed
     ;;
 error)
     expected=$dir/$stem.err
@@ -42,6 +50,15 @@ error)
     status=$?
     if [ $status -ne 1 ]; then echo "FAIL: expected exit status 1, got $status"; cat "$out"; exit 1; fi
     compare "$expected"
+    ;;
+fails)
+    cmd=$1
+    shift
+    "$nnc" "$cmd" "$@" "$file" >"$out" 2>&1
+    status=$?
+    cat "$out"
+    [ $status -eq 1 ] || { echo "FAIL: expected exit status 1, got $status"; exit 1; }
+    grep -q FAIL "$out" || { echo "FAIL: no failure reported"; exit 1; }
     ;;
 train)
     min=$1
