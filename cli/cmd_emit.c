@@ -4,8 +4,11 @@
  *   --print-after   the Graph IR after one pass (or "all")
  *   --emit-kir      the Kernel IR of every function
  *   --emit-llvm     the LLVM module, optimised for this CPU (-O0: as generated)
+ *   -o model.so     a shared library and its header model.h (build.c)
+ *   -o model.o      the same as one relocatable object (--emit-obj)
+ *   -o model.c      one standalone C99 file and its header (--emit-c)
  *
- * Without an --emit option it checks the model and prints a summary. */
+ * Without an output it checks the model and prints a summary. */
 #include "cli/commands.h"
 #include "cli/driver.h"
 #include "support/util.h"
@@ -17,21 +20,53 @@
 void usage_emit(FILE *out) {
     fputs("usage: nnc FILE.nn [options]\n"
           "\n"
-          "Compiles FILE.nn. Without an --emit option, checks it and prints a summary.\n"
+          "Compiles FILE.nn. Without an output, checks it and prints a summary.\n"
           "\n"
+          "  -o FILE.so           a shared library, and FILE.h declaring its functions\n"
+          "  -o FILE.o            the same as one object file (or --emit-obj -o FILE)\n"
+          "  -o FILE.c            one standalone C99 file and FILE.h (or --emit-c -o FILE)\n"
+          "  --weights CKPT       with C output: embed the parameters of checkpoint CKPT\n"
+          "  --cpu CPU            code for CPU: native (default: this machine's), or x86-64,\n"
+          "                       x86-64-v2, x86-64-v3, x86-64-v4 for other machines\n"
           "  --emit-ir            print the Graph IR (forward, eval, grad, train_step) and the state layout\n"
           "  --print-after=PASS   print the Graph IR after PASS (shape, derive, autodiff, optimizer, or all)\n"
           "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
           "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
           "  -O0                  with --emit-llvm: the module as generated, before optimisation\n"
           "  --f64                build kernels in double precision (as 'nnc check' does)\n"
-          "  -o FILE              write to FILE instead of standard output\n"
+          "  -o FILE              with --emit-ir/-kir/-llvm: write to FILE instead of standard output\n"
           "  --verify             check the IR after every pass\n"
           "  -h, --help           show this help\n",
           out);
 }
 
-enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_LLVM };
+enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_LLVM, EMIT_OBJ, EMIT_C };
+
+/* What -o FILE asks for, from --emit-obj / --emit-c or the file's extension. */
+static bool output_kind(int emit, const char *output, OutputKind *kind) {
+    if (emit == EMIT_OBJ) *kind = OUT_OBJECT;
+    else if (emit == EMIT_C) *kind = OUT_C;
+    else {
+        const char *dot = strrchr(output, '.');
+        if (dot && strcmp(dot, ".so") == 0) *kind = OUT_SHARED;
+        else if (dot && strcmp(dot, ".o") == 0) *kind = OUT_OBJECT;
+        else if (dot && strcmp(dot, ".c") == 0) *kind = OUT_C;
+        else {
+            fprintf(stderr, "nnc: error: cannot tell what to build from the name '%s': use .so, .o or .c "
+                            "(or --emit-obj / --emit-c)\n", output);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool cpu_known(const char *cpu) {
+    static const char *const cpus[] = {"native", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"};
+    for (size_t i = 0; i < sizeof cpus / sizeof cpus[0]; i++)
+        if (strcmp(cpu, cpus[i]) == 0) return true;
+    fprintf(stderr, "nnc: error: unknown --cpu '%s' (native, x86-64, x86-64-v2, x86-64-v3 or x86-64-v4)\n", cpu);
+    return false;
+}
 
 static void print_summary(FILE *out, const Module *m) {
     int64_t params = 0;
@@ -64,7 +99,7 @@ static void print_summary(FILE *out, const Module *m) {
     }
 }
 
-static int emit_llvm(FILE *out, Module *m, bool f64, bool optimize, Diag *d) {
+static int emit_llvm(FILE *out, Module *m, bool f64, bool optimize, const char *cpu, Diag *d) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
@@ -77,7 +112,7 @@ static int emit_llvm(FILE *out, Module *m, bool f64, bool optimize, Diag *d) {
     llvm_emit_program(mod, init, arena_printf(m->arena, "%s_init", m->name));
     int status = 0;
     if (optimize) {
-        LLVMTargetMachineRef tm = llvm_host_target_machine();
+        LLVMTargetMachineRef tm = llvm_target_machine(cpu);
         char *err = NULL;
         if (!llvm_optimize(mod, tm, &err)) {
             diag_error(d, SPAN_NONE, "LLVM rejected the generated module: %s", err);
@@ -101,11 +136,13 @@ int cmd_emit(int argc, char **argv) {
         {"emit-ir", no_argument, NULL, 'I'},   {"emit-kir", no_argument, NULL, 'K'},
         {"emit-llvm", no_argument, NULL, 'L'}, {"print-after", required_argument, NULL, 'P'},
         {"f64", no_argument, NULL, 'F'},       {"verify", no_argument, NULL, 'V'},
+        {"emit-obj", no_argument, NULL, 'B'},  {"emit-c", no_argument, NULL, 'C'},
+        {"weights", required_argument, NULL, 'W'}, {"cpu", required_argument, NULL, 'U'},
         {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
     };
     int emit = EMIT_NONE;
     bool f64 = false, optimize = true;
-    const char *output = NULL;
+    const char *output = NULL, *weights = NULL, *cpu = "native";
     LoadOptions lo = {0};
     int c;
     optind = 1;
@@ -128,6 +165,13 @@ int cmd_emit(int argc, char **argv) {
             break;
         }
         case 'F': f64 = true; break;
+        case 'B': emit = EMIT_OBJ; break;
+        case 'C': emit = EMIT_C; break;
+        case 'W': weights = optarg; break;
+        case 'U':
+            if (!cpu_known(optarg)) return 2;
+            cpu = optarg;
+            break;
         case 'V': lo.passes.verify_each = true; break;
         case 'o': output = optarg; break;
         case 'O':
@@ -144,6 +188,26 @@ int cmd_emit(int argc, char **argv) {
     if (optind != argc - 1) {
         fprintf(stderr, optind >= argc ? "nnc: error: no input file\n" : "nnc: error: one input file at a time\n");
         usage_emit(stderr);
+        return 2;
+    }
+    bool text = emit == EMIT_IR || emit == EMIT_KIR || emit == EMIT_LLVM;
+    if (!text && (output || emit != EMIT_NONE)) {
+        BuildOptions bo = {.output = output, .weights = weights, .cpu = cpu};
+        if (!output) {
+            fprintf(stderr, "nnc: error: %s needs -o FILE\n", emit == EMIT_OBJ ? "--emit-obj" : "--emit-c");
+            return 2;
+        }
+        if (!output_kind(emit, output, &bo.kind)) return 2;
+        Arena arena = {0};
+        Diag d;
+        diag_init(&d, NULL, stderr);
+        Module *m = nnc_load_model(&arena, argv[optind], &d, &lo);
+        int status = m && nnc_build(m, &bo, &d) ? 0 : 1;
+        arena_free_all(&arena);
+        return status;
+    }
+    if (weights) {
+        fprintf(stderr, "nnc: error: --weights goes with C output (-o FILE.c)\n");
         return 2;
     }
     FILE *out = stdout;
@@ -167,7 +231,7 @@ int cmd_emit(int argc, char **argv) {
                 fputc('\n', out);
             }
         kprog_print(out, lower_init(m, f64));
-    } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, optimize, &d);
+    } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, optimize, cpu, &d);
     else if (!lo.passes.print_after) print_summary(out, m);
     if (out != stdout && fclose(out) != 0) {
         fprintf(stderr, "nnc: error: writing %s failed: %s\n", output, strerror(errno));

@@ -3,6 +3,7 @@
  * validation accuracy after every epoch and the test accuracy at the end. */
 #include "cli/commands.h"
 #include "cli/driver.h"
+#include "runtime/checkpoint.h"
 #include "runtime/data.h"
 #include "runtime/nnrt.h"
 #include "runtime/rng.h"
@@ -27,6 +28,9 @@ void usage_train(FILE *out) {
           "  --limit N        train on the first N training examples only\n"
           "  --val N          hold out the last N training examples for validation\n"
           "                   (default: one in twelve, 5000 of Fashion-MNIST's 60000)\n"
+          "  --save FILE      write a checkpoint (safetensors) at the end\n"
+          "  --load FILE      start from a checkpoint written by --save and go on training\n"
+          "                   where it stopped (epochs count on from there)\n"
           "  -h, --help       show this help\n",
           out);
 }
@@ -36,34 +40,8 @@ typedef struct TrainOptions {
     int threads;
     const char *data_dir;
     int64_t limit, val;
+    const char *save, *load;
 } TrainOptions;
-
-/* Mean loss and accuracy of the eval program over a dataset. */
-static void evaluate(Session *s, const RtDataset *ds, int64_t batch, int64_t classes, float *xb, int32_t *yb,
-                     float *probs, double *loss, double *accuracy) {
-    double total = 0;
-    int64_t correct = 0;
-    for (int64_t first = 0; first < ds->n; first += batch) {
-        int64_t count = ds->n - first < batch ? ds->n - first : batch;
-        RtDataset part = rt_dataset_slice(ds, first, count);
-        rt_gather(&part, NULL, count, xb, yb);
-        void *args[] = {xb, yb, probs};
-        total += session_run(s, FN_EVAL, args, count) * (double)count;
-        correct += rt_count_correct(probs, yb, count, classes);
-    }
-    *loss = ds->n ? total / (double)ds->n : 0;
-    *accuracy = ds->n ? (double)correct / (double)ds->n : 0;
-}
-
-static int check_labels(const RtDataset *ds, int64_t classes, const char *what) {
-    for (int64_t i = 0; i < ds->n; i++)
-        if (ds->y[i] < 0 || ds->y[i] >= classes) {
-            fprintf(stderr, "nnc: error: %s example %lld has label %d, but the model has %lld classes\n", what,
-                    (long long)i, ds->y[i], (long long)classes);
-            return -1;
-        }
-    return 0;
-}
 
 static int train(Module *m, const TrainOptions *o) {
     Diag d;
@@ -86,13 +64,9 @@ static int train(Module *m, const TrainOptions *o) {
     float *xb = NULL, *probs = NULL;
     int32_t *yb = NULL;
     int64_t *perm = NULL;
-    if (full.features != cs.features) {
-        diag_error(&d, cs.input->span, "input '%s' has %lld values per example, but the data has %lld (%lldx%lld images)",
-                   cs.input->name, (long long)cs.features, (long long)full.features, (long long)full.shape[0],
-                   (long long)full.shape[1]);
+    if (!classify_check_features(&full, &cs, &d)) goto done;
+    if (!classify_check_labels(&full, cs.classes, "training") || !classify_check_labels(&test, cs.classes, "test"))
         goto done;
-    }
-    if (check_labels(&full, cs.classes, "training") != 0 || check_labels(&test, cs.classes, "test") != 0) goto done;
 
     int64_t n = o->limit > 0 && o->limit < full.n ? o->limit : full.n;
     int64_t nval = o->val >= 0 ? o->val : n / 12;
@@ -114,9 +88,16 @@ static int train(Module *m, const TrainOptions *o) {
         goto done;
     }
     session_init(s, o->seed);
+    if (o->load && !session_load(s, o->load, NNRT_PARAM | NNRT_OPT_STATE | NNRT_HYPER, &d)) goto done;
     /* Schedules count in epochs; the step function counts steps. */
+    int64_t steps_per_epoch = (train_set.n + batch - 1) / batch;
     float *spe = session_slot(s, "opt.steps_per_epoch");
-    if (spe) *spe = (float)((train_set.n + batch - 1) / batch);
+    if (spe) *spe = (float)steps_per_epoch;
+    /* A resumed run goes on with the epoch (and so the shuffling) where the
+     * checkpoint's step count left off. */
+    const float *step = session_slot(s, "opt.step");
+    int64_t first_epoch = step && steps_per_epoch ? (int64_t)*step / steps_per_epoch : 0;
+    int64_t last_epoch = first_epoch + ts->epochs;
     xb = xmalloc(sizeof(float) * (size_t)(eval_batch * cs.features));
     yb = xmalloc(sizeof(int32_t) * (size_t)eval_batch);
     probs = xmalloc(sizeof(float) * (size_t)(eval_batch * cs.classes));
@@ -134,7 +115,7 @@ static int train(Module *m, const TrainOptions *o) {
     fflush(stdout);
 
     double t_start = now_seconds();
-    for (int64_t epoch = 0; epoch < ts->epochs; epoch++) {
+    for (int64_t epoch = first_epoch; epoch < last_epoch; epoch++) {
         double t0 = now_seconds(), total = 0;
         nnrt_permutation(perm, train_set.n, nnrt_mix64(o->seed) + (uint64_t)epoch);
         for (int64_t first = 0; first < train_set.n; first += batch) {
@@ -145,17 +126,21 @@ static int train(Module *m, const TrainOptions *o) {
         }
         double seconds = now_seconds() - t0;
         double vloss = 0, vacc = 0;
-        if (val_set.n) evaluate(s, &val_set, eval_batch, cs.classes, xb, yb, probs, &vloss, &vacc);
-        printf("epoch %lld/%lld  loss %.4f", (long long)epoch + 1, (long long)ts->epochs,
+        if (val_set.n) classify_evaluate(s, &val_set, eval_batch, cs.classes, xb, yb, probs, &vloss, &vacc);
+        printf("epoch %lld/%lld  loss %.4f", (long long)epoch + 1, (long long)last_epoch,
                train_set.n ? total / (double)train_set.n : 0.0);
         if (val_set.n) printf("  val loss %.4f  val acc %.4f", vloss, vacc);
         printf("  %.1f s  %.0f samples/s\n", seconds, (double)train_set.n / (seconds > 0 ? seconds : 1e-9));
         fflush(stdout);
     }
     double tloss, tacc;
-    evaluate(s, &test, eval_batch, cs.classes, xb, yb, probs, &tloss, &tacc);
+    classify_evaluate(s, &test, eval_batch, cs.classes, xb, yb, probs, &tloss, &tacc);
     printf("test loss %.4f  test acc %.4f  (%lld examples; trained in %.1f s)\n", tloss, tacc, (long long)test.n,
            now_seconds() - t_start);
+    if (o->save) {
+        if (!session_save(s, o->save, &d)) goto done;
+        printf("saved %s\n", o->save);
+    }
     status = 0;
 done:
     free(perm);
@@ -174,6 +159,7 @@ int cmd_train(int argc, char **argv) {
         {"lr", required_argument, NULL, 'l'},     {"seed", required_argument, NULL, 's'},
         {"threads", required_argument, NULL, 't'}, {"data", required_argument, NULL, 'd'},
         {"limit", required_argument, NULL, 'n'},  {"val", required_argument, NULL, 'v'},
+        {"save", required_argument, NULL, 'S'},   {"load", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     TrainOptions o = {.seed = 1, .data_dir = NNC_DEFAULT_DATA_DIR, .val = -1};
@@ -191,6 +177,8 @@ int cmd_train(int argc, char **argv) {
         case 'd': o.data_dir = optarg; break;
         case 'n': if (!parse_int_option("--limit", optarg, 1, &v)) return 2; o.limit = v; break;
         case 'v': if (!parse_int_option("--val", optarg, 0, &v)) return 2; o.val = v; break;
+        case 'S': o.save = optarg; break;
+        case 'L': o.load = optarg; break;
         case 'h': usage_train(stdout); return 0;
         default: usage_train(stderr); return 2;
         }

@@ -37,6 +37,20 @@ Module *nnc_load_model(Arena *arena, const char *path, Diag *d, const LoadOption
 Module *nnc_compile_source(Arena *arena, const char *path, const char *text, size_t len, Diag *d,
                            const LoadOptions *opts);
 
+/* ---- build.c: ahead-of-time output -------------------------------------------------- */
+
+typedef enum { OUT_SHARED, OUT_OBJECT, OUT_C } OutputKind;
+
+typedef struct BuildOptions {
+    const char *output;  /* the .so, .o or .c to write; the header goes beside it */
+    OutputKind kind;
+    const char *weights; /* OUT_C: a checkpoint whose parameters to embed, or NULL */
+    const char *cpu;     /* "native" (default) or an x86-64 level */
+} BuildOptions;
+
+/* Writes the model as a library, object or C file, with its header. */
+bool nnc_build(Module *m, const BuildOptions *o, Diag *d);
+
 /* ---- session.c --------------------------------------------------------------------- */
 
 /* The compiled programs of a module, with their state and workspace. */
@@ -78,6 +92,15 @@ double session_run(Session *s, FnKind k, void **args, int64_t batch);
 /* The state slot called `name` as a pointer into the state, or NULL. */
 void *session_slot(Session *s, const char *name);
 
+/* Checkpoints of an f32 session (runtime/checkpoint.h). Loading needs every
+ * tensor whose kind is in `required` (NNRT_PARAM, ...); on failure it
+ * reports and leaves the state unchanged. */
+bool session_save(Session *s, const char *path, Diag *d);
+bool session_load(Session *s, const char *path, int required, Diag *d);
+
+/* The module's state as a table for the checkpoint code. */
+struct NnrtTensor *module_tensor_table(const Module *m);
+
 /* ---- helpers for subcommands --------------------------------------------------------- */
 
 /* The one f32 input and the one class-label target of a classifier; false
@@ -89,5 +112,16 @@ typedef struct ClassifierShape {
 } ClassifierShape;
 
 bool classifier_shape(const Module *m, ClassifierShape *out, Diag *d);
+
+/* ---- classify.c -------------------------------------------------------------------------- */
+struct RtDataset;
+/* Mean loss and accuracy of the eval program over a data set, in batches
+ * of `batch` through the buffers xb, yb, probs (each sized for `batch`). */
+void classify_evaluate(Session *s, const struct RtDataset *ds, int64_t batch, int64_t classes, float *xb,
+                       int32_t *yb, float *probs, double *loss, double *accuracy);
+/* False (with a message) if a label is outside [0, classes). */
+bool classify_check_labels(const struct RtDataset *ds, int64_t classes, const char *what);
+/* False (with a located error) if the data's examples are not the input's size. */
+bool classify_check_features(const struct RtDataset *ds, const ClassifierShape *cs, Diag *d);
 
 #endif

@@ -7,8 +7,11 @@
 #include "cli/commands.h"
 
 static void usage(FILE *out) {
-    fputs("usage: nnc FILE.nn [--emit-ir | --emit-kir | --emit-llvm] [-o FILE] [--print-after=PASS]\n"
-          "       nnc train FILE.nn [--epochs N] [--batch N] [--lr X] [--data DIR] [--limit N] ...\n"
+    fputs("usage: nnc FILE.nn -o MODEL.so | MODEL.o | MODEL.c [--weights CKPT] [--cpu CPU]\n"
+          "       nnc FILE.nn [--emit-ir | --emit-kir | --emit-llvm] [--print-after=PASS]\n"
+          "       nnc train FILE.nn [--epochs N] [--batch N] [--lr X] [--save CKPT] [--load CKPT] ...\n"
+          "       nnc eval FILE.nn --load CKPT [--split t10k|train]\n"
+          "       nnc predict FILE.nn --load CKPT [--first I] [--count N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
@@ -17,8 +20,11 @@ static void usage(FILE *out) {
           "that trains and runs it.\n"
           "\n"
           "commands:\n"
-          "  (none)   compile FILE.nn and print its IR, kernels or LLVM module\n"
+          "  (none)   compile FILE.nn: a shared library, object or C file with its header,\n"
+          "           or its IR, kernels or LLVM module\n"
           "  train    JIT-compile and train on Fashion-MNIST (or MNIST-format data)\n"
+          "  eval     loss and accuracy of a checkpoint on a data set\n"
+          "  predict  class probabilities of a checkpoint for examples of a data set\n"
           "  check    compare every parameter's derived gradient with finite differences\n"
           "  help     show the options of a command\n"
           "\n"
@@ -30,9 +36,11 @@ static int help(const char *topic) {
     if (!topic) usage(stdout);
     else if (strcmp(topic, "train") == 0) usage_train(stdout);
     else if (strcmp(topic, "check") == 0) usage_check(stdout);
+    else if (strcmp(topic, "eval") == 0) usage_eval(stdout);
+    else if (strcmp(topic, "predict") == 0) usage_predict(stdout);
     else if (strcmp(topic, "compile") == 0 || strcmp(topic, "emit") == 0) usage_emit(stdout);
     else {
-        fprintf(stderr, "nnc: no help for '%s'; commands are: train, check, compile\n", topic);
+        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, check\n", topic);
         return 2;
     }
     return 0;
@@ -74,5 +82,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "help") == 0) return help(argc > 2 ? argv[2] : NULL);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
     return cmd_emit(argc, argv);
 }

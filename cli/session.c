@@ -1,6 +1,7 @@
 /* session.c - a module compiled in memory: its programs JIT-ed into one
  * LLVM module, the model state, and one workspace arena. */
 #include "cli/driver.h"
+#include "runtime/checkpoint.h"
 #include "support/util.h"
 
 #include <stdlib.h>
@@ -105,4 +106,36 @@ void *session_slot(Session *s, const char *name) {
     if (!slot) return NULL;
     size_t real = s->f64 ? sizeof(double) : sizeof(float);
     return (char *)s->state + (size_t)slot->offset * real;
+}
+
+NnrtTensor *module_tensor_table(const Module *m) {
+    NnrtTensor *t = ARENA_ARRAY(m->arena, NnrtTensor, m->nslots + 1);
+    for (int i = 0; i < m->nslots; i++) {
+        const StateSlot *s = &m->slots[i];
+        t[i] = (NnrtTensor){
+            .name = s->name,
+            .kind = s->flags & NF_HYPER ? NNRT_HYPER : s->flags & NF_OPT_STATE ? NNRT_OPT_STATE : NNRT_PARAM,
+            .rank = s->type.rank, .offset = s->offset, .size = s->size,
+        };
+        for (int k = 0; k < s->type.rank; k++) t[i].dims[k] = s->type.dim[k];
+    }
+    return t;
+}
+
+bool session_save(Session *s, const char *path, Diag *d) {
+    NNC_ASSERT(!s->f64);
+    char err[1024];
+    if (nnrt_checkpoint_save(s->state, module_tensor_table(s->m), s->m->nslots, s->m->name, path, err, sizeof err) == 0)
+        return true;
+    diag_error(d, SPAN_NONE, "%s", err);
+    return false;
+}
+
+bool session_load(Session *s, const char *path, int required, Diag *d) {
+    NNC_ASSERT(!s->f64);
+    char err[1024];
+    if (nnrt_checkpoint_load(s->state, module_tensor_table(s->m), s->m->nslots, required, path, err, sizeof err) == 0)
+        return true;
+    diag_error(d, SPAN_NONE, "%s", err);
+    return false;
 }

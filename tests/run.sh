@@ -6,6 +6,10 @@
 #   run.sh error  NNC FILE.nn [--update]   diagnostics of FILE.nn == FILE.err
 #   run.sh fails  NNC FILE.nn COMMAND ARGS...
 #                                         `nnc COMMAND ARGS FILE.nn` reports a failure (status 1)
+#   run.sh resume NNC FILE.nn ARGS...      training 2 epochs, or 1 + save + load + 1,
+#                                         gives the same losses and checkpoint
+#   run.sh deploy NNC FILE.nn CLASSIFY.c   the emitted C with embedded weights, built with
+#                                         cc alone, has the test accuracy of `nnc eval`
 #   run.sh train  NNC FILE.nn MIN_ACC ARGS...
 #                                         `nnc train` reaches test accuracy >= MIN_ACC
 #
@@ -18,7 +22,8 @@ dir=$(dirname "$file")
 base=$(basename "$file")
 stem=${base%.nn}
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$out" "$work"' EXIT
 
 compare() { # expected-file
     if [ "${1:-}" = "" ]; then return 1; fi
@@ -59,6 +64,40 @@ fails)
     cat "$out"
     [ $status -eq 1 ] || { echo "FAIL: expected exit status 1, got $status"; exit 1; }
     grep -q FAIL "$out" || { echo "FAIL: no failure reported"; exit 1; }
+    ;;
+resume)
+    # Timings differ between runs; the losses and accuracies must not.
+    strip() { sed -n 's/^\(epoch [0-9]*\/[0-9]*  loss .* val acc [0-9.]*\).*/\1/p' "$1"; }
+    "$nnc" train "$file" "$@" --epochs 2 --save "$work/a" >"$work/o1" 2>&1 || { cat "$work/o1"; exit 1; }
+    "$nnc" train "$file" "$@" --epochs 1 --save "$work/b" >"$work/o2" 2>&1 || { cat "$work/o2"; exit 1; }
+    "$nnc" train "$file" "$@" --epochs 1 --load "$work/b" --save "$work/c" >"$work/o3" 2>&1 || { cat "$work/o3"; exit 1; }
+    cat "$work/o1" "$work/o3"
+    one=$(strip "$work/o1" | grep '^epoch 2/2')
+    two=$(strip "$work/o3" | grep '^epoch 2/2')
+    [ -n "$one" ] && [ "$one" = "$two" ] || { echo "FAIL: resumed epoch 2 differs: '$one' vs '$two'"; exit 1; }
+    cmp "$work/a" "$work/c" || { echo "FAIL: the checkpoints differ"; exit 1; }
+    echo "resumed training matches uninterrupted training"
+    ;;
+deploy)
+    classify=$1
+    shift
+    data=/usr/share/datasets/fashion-mnist
+    "$nnc" train "$file" --limit 12000 --epochs 1 --save "$work/model.safetensors" >"$out" 2>&1 || { cat "$out"; exit 1; }
+    "$nnc" "$file" --emit-c --weights "$work/model.safetensors" -o "$work/mnist_mlp.c" || exit 1
+    for compiler in cc clang; do
+        command -v $compiler >/dev/null || { echo "($compiler not installed: skipped)"; continue; }
+        $compiler -std=c99 -O2 -Wall -Wextra -Werror -I"$work" "$classify" "$work/mnist_mlp.c" -lm \
+            -o "$work/classify-$compiler" || { echo "FAIL: $compiler rejected the emitted C"; exit 1; }
+    done
+    gzip -dc $data/t10k-images-idx3-ubyte.gz >"$work/images"
+    gzip -dc $data/t10k-labels-idx1-ubyte.gz >"$work/labels"
+    deployed=$("$work/classify-cc" "$work/images" "$work/labels") || exit 1
+    evaluated=$("$nnc" eval "$file" --load "$work/model.safetensors") || exit 1
+    echo "deployed:  $deployed"
+    echo "nnc eval:  $evaluated"
+    a=$(echo "$deployed" | sed -n 's/.*accuracy \([0-9.]*\).*/\1/p')
+    b=$(echo "$evaluated" | sed -n 's/.*accuracy \([0-9.]*\).*/\1/p')
+    [ -n "$a" ] && [ "$a" = "$b" ] || { echo "FAIL: accuracies differ"; exit 1; }
     ;;
 train)
     min=$1

@@ -41,19 +41,27 @@ void llvm_init_native(void) {
     done = true;
 }
 
-LLVMTargetMachineRef llvm_host_target_machine(void) {
+LLVMTargetMachineRef llvm_target_machine(const char *cpu_name) {
     llvm_init_native();
     char *triple = LLVMGetDefaultTargetTriple();
     LLVMTargetRef target;
     char *err = NULL;
     if (LLVMGetTargetFromTriple(triple, &target, &err)) NNC_BUG("no LLVM target for %s: %s", triple, err);
-    char *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+    bool native = !cpu_name || strcmp(cpu_name, "native") == 0;
+    char *cpu = native ? LLVMGetHostCPUName() : LLVMCreateMessage(cpu_name);
+    char *features = native ? LLVMGetHostCPUFeatures() : LLVMCreateMessage("");
     LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
                                                       LLVMRelocPIC, LLVMCodeModelDefault);
     LLVMDisposeMessage(triple);
     LLVMDisposeMessage(cpu);
     LLVMDisposeMessage(features);
     return tm;
+}
+
+LLVMTargetMachineRef llvm_host_target_machine(void) { return llvm_target_machine(NULL); }
+
+bool llvm_emit_object(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *path, char **err) {
+    return !LLVMTargetMachineEmitToFile(tm, mod, (char *)path, LLVMObjectFile, err);
 }
 
 /* ---- helpers ------------------------------------------------------------------------ */

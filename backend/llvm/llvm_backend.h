@@ -23,6 +23,12 @@ void llvm_init_native(void);
 /* A target machine for this host's CPU and its features (AVX2, AVX-512...),
  * so the vectorizer uses every unit there is. The caller disposes it. */
 LLVMTargetMachineRef llvm_host_target_machine(void);
+/* The same for a named CPU: "native" (the host), or an x86-64 level such as
+ * "x86-64", "x86-64-v3" for code that runs on other machines. */
+LLVMTargetMachineRef llvm_target_machine(const char *cpu);
+
+/* Writes `mod` (already optimised) as an object file. */
+bool llvm_emit_object(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *path, char **err);
 
 /* Emits `prog` into `mod` as a function called `name`. */
 LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *prog, const char *name);

@@ -1,0 +1,225 @@
+/* test_aot.c - the shipped forms of a model against the JIT:
+ *   - a shared library, used by a C program through its header alone, gives
+ *     bit for bit the losses and parameters of the JIT, also with two
+ *     instances training at once in two threads;
+ *   - two models built as objects link into one program;
+ *   - the standalone C file computes the same within float rounding;
+ *   - checkpoints round-trip through the library's save and load.
+ * The programs are built with the `nnc` command and the system's cc. */
+#include "cli/driver.h"
+#include "runtime/nnrt.h"
+#include "runtime/rng.h"
+#include "support/util.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char dir[64];
+
+static void setup(void) {
+    strcpy(dir, "/tmp/nnc-aot-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    nnrt_set_threads(1);
+}
+
+/* Runs a shell command built like printf; fails the test if it fails. */
+static void sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    ck_assert_msg(rc == 0, "command failed (%d): %s", rc, cmd);
+}
+
+/* The batches a run trains on: sizes vary, the last is a single example. */
+static const int64_t batch_sizes[] = {64, 64, 17, 64, 1, 33};
+enum { STEPS = 6, X = 784 };
+
+static float *xs[STEPS];
+static int32_t *ys[STEPS];
+
+static void make_batches(const char *path) {
+    FILE *f = fopen(path, "wb");
+    for (int s = 0; s < STEPS; s++) {
+        int64_t n = batch_sizes[s];
+        xs[s] = xmalloc(sizeof(float) * (size_t)(n * X));
+        ys[s] = xmalloc(sizeof(int32_t) * (size_t)n);
+        for (int64_t i = 0; i < n * X; i++) xs[s][i] = (float)nnrt_rand_uniform(100 + (uint64_t)s, (uint64_t)i);
+        for (int64_t i = 0; i < n; i++) ys[s][i] = (int32_t)nnrt_rand_below(200 + (uint64_t)s, (uint64_t)i, 10);
+        fwrite(&n, sizeof n, 1, f);
+        fwrite(xs[s], sizeof(float), (size_t)(n * X), f);
+        fwrite(ys[s], sizeof(int32_t), (size_t)n, f);
+    }
+    fclose(f);
+}
+
+typedef struct Jit {
+    Arena arena;
+    Module *m;
+    Session *s;
+    float losses[STEPS];
+} Jit;
+
+/* The JIT's run of the same steps from init(seed). */
+static void jit_train(Jit *j, const char *model, uint64_t seed) {
+    memset(j, 0, sizeof *j);
+    Diag d;
+    diag_init(&d, NULL, stderr);
+    j->m = nnc_load_model(&j->arena, model, &d, NULL);
+    ck_assert_ptr_nonnull(j->m);
+    j->s = session_create(j->m, FN_BIT(FN_TRAIN) | FN_BIT(FN_FORWARD), false, &d);
+    ck_assert_ptr_nonnull(j->s);
+    ck_assert(session_reserve(j->s, 64));
+    session_init(j->s, seed);
+    for (int s = 0; s < STEPS; s++)
+        j->losses[s] = (float)session_run(j->s, FN_TRAIN, (void *[]){xs[s], ys[s]}, batch_sizes[s]);
+}
+
+static void jit_free(Jit *j) {
+    session_destroy(j->s);
+    arena_free_all(&j->arena);
+}
+
+static float *read_all(const char *path, size_t *n) {
+    size_t bytes;
+    char *data = read_file(path, &bytes);
+    ck_assert_ptr_nonnull(data);
+    *n = bytes / sizeof(float);
+    return (float *)data;
+}
+
+/* Builds the driver against MODEL's header and `objects`. */
+static void build_driver(const char *model, const char *upper, const char *out_name, const char *objects) {
+    sh("cc -std=c99 -O2 -Wall -Wextra -Werror -DMODEL=%s -DHEADER='\"%s.h\"' -DX_SIZE=%s_X_SIZE "
+       "-DOUT_SIZE=%s_PROBS_SIZE -I%s %s/tests/aot_driver.c %s -o %s/%s -Wl,-rpath,%s -lpthread -lm",
+       model, model, upper, upper, dir, NNC_SOURCE_DIR, objects, dir, out_name, dir);
+}
+
+START_TEST(test_shared_library_matches_jit_bitwise) {
+    setup();
+    sh("%s %s/examples/mnist_mlp.nn -o %s/mnist_mlp.so", NNC_BINARY, NNC_SOURCE_DIR, dir);
+    sh("test -f %s/mnist_mlp.h", dir);
+    char so[256], in[256], out[256];
+    snprintf(so, sizeof so, "%s/mnist_mlp.so", dir);
+    build_driver("mnist_mlp", "MNIST_MLP", "driver", so);
+    snprintf(in, sizeof in, "%s/batches.bin", dir);
+    snprintf(out, sizeof out, "%s/out.bin", dir);
+    make_batches(in);
+    /* two instances at once, in two threads */
+    sh("OPENBLAS_NUM_THREADS=1 %s/driver train %s %s 7 %d 2", dir, in, out, STEPS);
+
+    char model[512];
+    snprintf(model, sizeof model, "%s/examples/mnist_mlp.nn", NNC_SOURCE_DIR);
+    Jit j;
+    jit_train(&j, model, 7);
+    size_t n;
+    float *got = read_all(out, &n);
+    size_t state = (size_t)j.m->state_size, per_run = STEPS + state;
+    ck_assert_uint_eq(n, 2 * per_run);
+    for (int t = 0; t < 2; t++) {
+        const float *run = got + (size_t)t * per_run;
+        ck_assert_mem_eq(run, j.losses, sizeof(float) * STEPS);
+        ck_assert_mem_eq(run + STEPS, j.s->state, sizeof(float) * state);
+    }
+    free(got);
+    jit_free(&j);
+
+    /* checkpoints round-trip through the library */
+    sh("%s/driver roundtrip %s/ckpt.safetensors", dir, dir);
+}
+END_TEST
+
+START_TEST(test_two_models_link_into_one_program) {
+    setup();
+    sh("%s %s/examples/mnist_mlp.nn -o %s/mnist_mlp.o", NNC_BINARY, NNC_SOURCE_DIR, dir);
+    sh("%s %s/tests/golden/blocks.nn --emit-obj -o %s/blocks.o", NNC_BINARY, NNC_SOURCE_DIR, dir);
+    /* only the models' own symbols are global */
+    sh("nm -g --defined-only %s/mnist_mlp.o | grep -v ' mnist_mlp_' | (! grep .)", dir);
+    FILE *f = fopen(strcat(strcpy((char[256]){0}, dir), "/two.c"), "w");
+    fputs("#include \"mnist_mlp.h\"\n#include \"blocks.h\"\n#include <stdio.h>\n#include <stdlib.h>\n"
+          "int main(void) {\n"
+          "    float *a = malloc(sizeof(float) * mnist_mlp_state_size());\n"
+          "    float *b = malloc(sizeof(float) * blocks_state_size());\n"
+          "    float xa[784] = {0}, xb[6] = {1, 2, 3, 4, 5, 6}, pa[10], pb[3];\n"
+          "    void *wa = malloc(mnist_mlp_workspace_size(1)), *wb = malloc(blocks_workspace_size(1));\n"
+          "    mnist_mlp_init(a, 1);\n    blocks_init(b, 1);\n"
+          "    mnist_mlp_forward(a, xa, pa, 1, wa);\n    blocks_forward(b, xb, pb, 1, wb);\n"
+          "    float sa = 0, sb = 0;\n"
+          "    for (int i = 0; i < 10; i++) sa += pa[i];\n    for (int i = 0; i < 3; i++) sb += pb[i];\n"
+          "    printf(\"%.6f %.6f\\n\", sa, sb);\n"
+          "    return sa > 0.999f && sa < 1.001f && sb > 0.999f && sb < 1.001f ? 0 : 1;\n}\n",
+          f);
+    fclose(f);
+    sh("cc -std=c99 -Wall -Werror -I%s %s/two.c %s/mnist_mlp.o %s/blocks.o -o %s/two -L%s -lopenblas -lcjson -lm "
+       "-lpthread && %s/two",
+       dir, dir, dir, dir, dir, NNC_OPENBLAS_LIBDIR, dir);
+}
+END_TEST
+
+START_TEST(test_standalone_c_matches_jit) {
+    setup();
+    sh("%s %s/examples/mnist_mlp.nn -o %s/mnist_mlp.c", NNC_BINARY, NNC_SOURCE_DIR, dir);
+    char objects[256], in[256], out[256];
+    snprintf(objects, sizeof objects, "%s/mnist_mlp.c", dir);
+    build_driver("mnist_mlp", "MNIST_MLP", "driver_c", objects);
+    snprintf(in, sizeof in, "%s/batches.bin", dir);
+    snprintf(out, sizeof out, "%s/out.bin", dir);
+    make_batches(in);
+    sh("%s/driver_c train %s %s 7 %d 1", dir, in, out, STEPS);
+    char model[512];
+    snprintf(model, sizeof model, "%s/examples/mnist_mlp.nn", NNC_SOURCE_DIR);
+    Jit j;
+    jit_train(&j, model, 7);
+    size_t n;
+    float *got = read_all(out, &n);
+    ck_assert_uint_eq(n, STEPS + (size_t)j.m->state_size);
+    for (int s = 0; s < STEPS; s++)
+        ck_assert_msg(fabsf(got[s] - j.losses[s]) <= 1e-4f * fmaxf(fabsf(got[s]), fabsf(j.losses[s])),
+                      "step %d: C loss %.9g, JIT %.9g", s, got[s], j.losses[s]);
+    const float *st = got + STEPS, *js = j.s->state;
+    for (int64_t i = 0; i < j.m->state_size; i++)
+        ck_assert_msg(fabsf(st[i] - js[i]) <= 1e-4f * fmaxf(fabsf(st[i]), fabsf(js[i])) + 1e-6f,
+                      "state[%lld]: C %.9g, JIT %.9g", (long long)i, st[i], js[i]);
+    free(got);
+
+    /* forward: 1e-5 relative, from a fresh init */
+    FILE *f = fopen(in, "wb");
+    int64_t nb = 64;
+    fwrite(&nb, sizeof nb, 1, f);
+    fwrite(xs[0], sizeof(float), 64 * X, f);
+    fwrite(ys[0], sizeof(int32_t), 64, f);
+    fclose(f);
+    sh("%s/driver_c forward %s %s 9", dir, in, out);
+    session_init(j.s, 9);
+    float probs[64 * 10];
+    session_run(j.s, FN_FORWARD, (void *[]){xs[0], probs}, 64);
+    got = read_all(out, &n);
+    ck_assert_uint_eq(n, 640);
+    for (int i = 0; i < 640; i++)
+        ck_assert_msg(fabsf(got[i] - probs[i]) <= 1e-5f * fmaxf(fabsf(got[i]), fabsf(probs[i])) + 1e-7f,
+                      "output %d: C %.9g, JIT %.9g", i, got[i], probs[i]);
+    free(got);
+    jit_free(&j);
+    sh("%s/driver_c roundtrip %s/c.safetensors", dir, dir);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("aot");
+    TCase *tc = tcase_create("aot");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_shared_library_matches_jit_bitwise);
+    tcase_add_test(tc, test_two_models_link_into_one_program);
+    tcase_add_test(tc, test_standalone_c_matches_jit);
+    suite_add_tcase(s, tc);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
