@@ -28,7 +28,9 @@ enum { STEPS = 10, SEED = 7, STEPS_PER_EPOCH = 4, NBAD = 11 };
 /* ---- the models ------------------------------------------------------------------------------- */
 
 /* Every elementwise op, broadcasting against params and scalars, a reshape,
- * mse, momentum, normal / uniform / constant inits. */
+ * mse, momentum, normal / uniform / constant inits. floor is applied to the
+ * input, which both sides hold exactly: on a computed value, a rounding
+ * difference next to a step would change the result by a whole step. */
 static const char *const ewise_model =
     "model ewise\n"
     "input  x : f32[N, 2, 3]\n"
@@ -40,7 +42,7 @@ static const char *const ewise_model =
     "h = f @ W + s\n"
     "a = exp(h * 0.5) + log(square(h) + 1) + sqrt(square(h) + 0.25)\n"
     "b = pow(square(h) + 1, p) + cos(h) * sin(2 * h) - neg(h) / (h * h + 1.5)\n"
-    "c = max(h, s) + min(h, 0.1) - max(0.2, h) + floor(h * 3) / 3\n"
+    "c = max(h, s) + min(h, 0.1) - max(0.2, h) + sum(floor(f * 3), axis=1, keepdims=true) / 9\n"
     "d = sigmoid(h) * tanh(h) + relu(h - 0.2)\n"
     "output y = a - b + c * d\n"
     "loss mse(y, t)\n"
