@@ -2,10 +2,10 @@
  * abi.h). The header is meant to be read by people: every function says
  * what its pointers hold, how big they are and who owns them. */
 #include "backend/abi.h"
+#include "backend/c/c_backend.h"
 #include "support/util.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <string.h>
 
 /* ---- names ------------------------------------------------------------------------------ */
@@ -242,9 +242,9 @@ static void write_weights(FILE *out, const Module *m, const float *w) {
     fprintf(out, "static const float %s__weights[%lld] = {\n", m->name, (long long)(n ? n : 1));
     for (int64_t i = 0; i < n; i++) {
         if (i % 8 == 0) fputs("   ", out);
-        if (isnan(w[i])) fputs(" NAN,", out);
-        else if (isinf(w[i])) fprintf(out, " %sINFINITY,", w[i] < 0 ? "-" : "");
-        else fprintf(out, " %.9gf,", (double)w[i]);
+        fputc(' ', out);
+        c_emit_float(out, w[i]);
+        fputc(',', out);
         if (i % 8 == 7 || i == n - 1) fputc('\n', out);
     }
     if (!n) fputs("    0\n", out);

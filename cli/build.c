@@ -4,7 +4,7 @@
  * Library and object:
  *   1. the programs, compiled by LLVM into an object (hidden symbols),
  *   2. the glue implementing the header (backend/abi.c), compiled by cc,
- *   3. nnc's runtime (libnnrt.a: gemm, checkpoints) linked in with
+ *   3. nnc's runtime (libnnrt_model.a: gemm, checkpoints) linked in with
  *      `ld -r`, then every hidden symbol made local with objcopy, so the
  *      result exports only MODEL_* and two models link into one program;
  *   4. for a shared library, `cc -shared` against OpenBLAS and cJSON.
@@ -55,8 +55,8 @@ static const char *cc_command(void) {
     return cc && *cc ? cc : "cc";
 }
 
-/* libnnrt.a: next to the nnc executable (a build tree), or in ../lib/nnc
- * (an installed nnc). */
+/* libnnrt_model.a: next to the nnc executable (a build tree), or in
+ * ../lib/nnc (an installed nnc). */
 static const char *runtime_library(Arena *a, Diag *d) {
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -64,8 +64,8 @@ static const char *runtime_library(Arena *a, Diag *d) {
         exe[n] = 0;
         const char *dir = arena_strdup(a, dirname(exe));
         const char *candidates[] = {
-            arena_printf(a, "%s/libnnrt.a", dir),
-            arena_printf(a, "%s/../lib/nnc/libnnrt.a", dir),
+            arena_printf(a, "%s/libnnrt_model.a", dir),
+            arena_printf(a, "%s/../lib/nnc/libnnrt_model.a", dir),
         };
         for (size_t i = 0; i < 2; i++)
             if (access(candidates[i], R_OK) == 0) return candidates[i];

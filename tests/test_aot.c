@@ -72,7 +72,7 @@ static void jit_train(Jit *j, const char *model, uint64_t seed) {
     diag_init(&d, NULL, stderr);
     j->m = nnc_load_model(&j->arena, model, &d, NULL);
     ck_assert_ptr_nonnull(j->m);
-    j->s = session_create(j->m, FN_BIT(FN_TRAIN) | FN_BIT(FN_FORWARD), false, &d);
+    j->s = session_create(j->m, FN_BIT(FN_TRAIN) | FN_BIT(FN_FORWARD) | FN_BIT(FN_INIT), false, &d);
     ck_assert_ptr_nonnull(j->s);
     ck_assert(session_reserve(j->s, 64));
     session_init(j->s, seed);

@@ -42,4 +42,7 @@ void c_emit_support(FILE *out);
  * from, with the shapes of its buffers in a comment. */
 void c_emit_program(FILE *out, const KProgram *p, const char *name);
 
+/* A float as a C constant that reads back exactly (1.5f, 2.0f, -INFINITY). */
+void c_emit_float(FILE *out, double value);
+
 #endif

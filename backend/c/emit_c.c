@@ -74,7 +74,7 @@ static bool narrow_int(const Kx *x) {
 }
 
 /* A float constant that reads back exactly: the shortest of 6..9 digits. */
-static void emit_real(FILE *out, double r) {
+void c_emit_float(FILE *out, double r) {
     float f = (float)r;
     if (isnan(f)) {
         fputs("NAN", out);
@@ -137,7 +137,7 @@ static void emit_kx(Em *e, const Kx *x, int need) {
         if (x->i == INT64_MIN) fputs("INT64_MIN", out);
         else fprintf(out, "%lld", (long long)x->i);
         break;
-    case KX_REAL: emit_real(out, x->r); break;
+    case KX_REAL: c_emit_float(out, x->r); break;
     case KX_BATCH: fputs(e->batch, out); break;
     case KX_SEED: fputs("(int64_t)seed", out); break;
     case KX_VAR: fprintf(out, "i%lld", (long long)x->i); break;
@@ -551,13 +551,13 @@ static void emit_gemm(Em *e, const Kernel *k) {
         emit_kx(e, mnk[i], P_COND);
         fputs(", ", out);
     }
-    emit_real(out, g->alpha);
+    c_emit_float(out, g->alpha);
     fprintf(out, ", b%d, ", kprog_root_buf(p, g->a));
     emit_kx(e, g->lda, P_COND);
     fprintf(out, ", b%d, ", kprog_root_buf(p, g->b));
     emit_kx(e, g->ldb, P_COND);
     fputs(", ", out);
-    emit_real(out, g->beta);
+    c_emit_float(out, g->beta);
     fprintf(out, ", b%d, ", kprog_root_buf(p, g->c));
     emit_kx(e, g->ldc, P_COND);
     fputs(");\n", out);
