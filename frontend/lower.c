@@ -93,11 +93,30 @@ static bool bind(Lower *L, const char *name, Span span, Value v, const Stmt *def
 
 /* ---- building nodes ------------------------------------------------------------------ */
 
+enum { MAX_DIM = 1 << 30 };
+#define MAX_ELEMENTS ((int64_t)1 << 40)
+
+/* A tensor nnc can address: every dimension at most 2^30, at most 2^40
+ * elements per example (so offsets never overflow). */
+static bool size_fits(Lower *L, const IrType *t, Span span) {
+    int64_t n = 1;
+    for (int i = 0; i < t->rank; i++) {
+        if (t->dim[i] == IR_BATCH) continue;
+        if (t->dim[i] > MAX_DIM || n > MAX_ELEMENTS / t->dim[i]) {
+            diag_error(L->d, span, "this tensor is too large (a dimension may be at most 2^30, and a tensor hold "
+                                   "at most 2^40 values per example)");
+            return false;
+        }
+        n *= t->dim[i];
+    }
+    return true;
+}
+
 /* Adds a node and runs its shape rule; V_ERROR if the shapes do not fit. */
 static Value emit(Lower *L, Op op, int nin, const int32_t *in, const double *attr, Span span, const char *name) {
     int id = graph_add(L->g, op, nin, in, attr, span);
     L->g->nodes[id].name = name;
-    if (!shape_infer(L->g, id, L->d)) return value_error;
+    if (!shape_infer(L->g, id, L->d) || !size_fits(L, &L->g->nodes[id].type, span)) return value_error;
     return (Value){.kind = V_TENSOR, .node = id};
 }
 
@@ -245,6 +264,7 @@ static Value make_param(Lower *L, const char *name, IrType type, InitSpec init, 
         fan_out = (double)type.dim[0] * field;
     }
     if (!init.given) init.kind = type.rank >= 2 ? INIT_XAVIER_UNIFORM : INIT_ZEROS;
+    if (!size_fits(L, &type, span)) return value_error;
     if (graph_find_leaf(L->g, OP_PARAM, name) >= 0) {
         diag_error(L->d, span, "a parameter named '%s' already exists", name);
         return value_error;
@@ -299,17 +319,11 @@ static const char *kind_text(ArgKind k) {
 
 /* A constant number written in place: 3, -2, 0.5 (possibly negated). */
 static bool literal_number(const Expr *e, double *v, bool *is_int) {
-    if (e->kind == EX_NUMBER) {
-        *v = e->number;
-        *is_int = e->is_int;
-        return true;
-    }
-    if (e->kind == EX_NEG && e->lhs->kind == EX_NUMBER) {
-        *v = -e->lhs->number;
-        *is_int = e->lhs->is_int;
-        return true;
-    }
-    return false;
+    const Expr *num = e->kind == EX_NEG ? e->lhs : e;
+    if (num->kind != EX_NUMBER || !isfinite(num->number)) return false;
+    *v = e->kind == EX_NEG ? -num->number : num->number;
+    *is_int = num->is_int && fabs(num->number) <= 9007199254740992.0;
+    return true;
 }
 
 /* The value of a numeric argument: any expression that evaluates to a
@@ -318,9 +332,10 @@ static bool number_arg(Lower *L, const Expr *e, double *v, bool *is_int) {
     if (literal_number(e, v, is_int)) return true;
     if (e->kind != EX_NAME && e->kind != EX_BINARY && e->kind != EX_NEG) return false;
     Value val = eval(L, e);
-    if (val.kind != V_NUMBER) return false;
+    if (val.kind != V_NUMBER || !isfinite(val.num)) return false;
     *v = val.num;
-    *is_int = val.is_int || val.num == floor(val.num);
+    /* an integer is one that a 64-bit integer holds exactly */
+    *is_int = (val.is_int || val.num == floor(val.num)) && fabs(val.num) <= 9007199254740992.0;
     return true;
 }
 
@@ -804,8 +819,10 @@ static bool resolve_type(Lower *L, const Stmt *s, bool batch_first, IrType *out)
             }
             out->dim[i] = IR_BATCH;
         } else {
-            if (dm->size < 1 || dm->size > ((int64_t)1 << 40)) {
-                diag_error(L->d, dm->span, "a dimension must be a positive size, got %lld", (long long)dm->size);
+            if (dm->size < 1 || dm->size > MAX_DIM) {
+                diag_error(L->d, dm->span, dm->size < 1 ? "a dimension must be a positive size, got %lld"
+                                                        : "dimension %lld is too large (at most 2^30)",
+                           (long long)dm->size);
                 return false;
             }
             out->dim[i] = dm->size;
@@ -859,6 +876,10 @@ static void exec_input(Lower *L, const Stmt *s) {
         }
     }
     if (!ok) {
+        bind(L, s->name, s->name_span, value_error, NULL);
+        return;
+    }
+    if (!size_fits(L, &t, s->span)) {
         bind(L, s->name, s->name_span, value_error, NULL);
         return;
     }

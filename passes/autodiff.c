@@ -228,7 +228,7 @@ static void grad_cross_entropy(AdCtx *c, int id, int dy) {
     if (!wants(c, id, 0)) return;
     int x = n.in[0], y = n.in[1];
     int p = op1(c, OP_SOFTMAX, x);
-    int classes = (int)type_of(c, x)->dim[1];
+    double classes = (double)type_of(c, x)->dim[1];
     int onehot = op1a(c, OP_ONEHOT, y, (double[]){classes});
     int rows = op1a(c, OP_SIZE, x, (double[]){1});
     int scale = op2(c, OP_DIV, dy, rows);
