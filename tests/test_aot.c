@@ -11,7 +11,7 @@
 #include "runtime/rng.h"
 #include "support/util.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -100,25 +100,32 @@ static void build_driver(const char *model, const char *upper, const char *out_n
        model, model, upper, upper, dir, NNC_SOURCE_DIR, objects, dir, out_name, dir);
 }
 
-START_TEST(test_shared_library_matches_jit_bitwise) {
-    setup();
-    sh("%s %s/examples/mnist_mlp.nn -o %s/mnist_mlp.so", NNC_BINARY, NNC_SOURCE_DIR, dir);
+/* Builds mnist_mlp as `kind` (so, c) with the nnc command, builds the
+ * driver against it, trains STEPS batches from init(7) in `threads` threads
+ * and the same in the JIT (into *j); returns the driver's output. */
+static float *train_shipped(const char *kind, int threads, Jit *j, size_t *n) {
+    sh("%s %s/examples/mnist_mlp.nn -o %s/mnist_mlp.%s", NNC_BINARY, NNC_SOURCE_DIR, dir, kind);
     sh("test -f %s/mnist_mlp.h", dir);
-    char so[256], in[256], out[256];
-    snprintf(so, sizeof so, "%s/mnist_mlp.so", dir);
-    build_driver("mnist_mlp", "MNIST_MLP", "driver", so);
+    char objects[256], driver[64], in[256], out[256];
+    snprintf(objects, sizeof objects, "%s/mnist_mlp.%s", dir, kind);
+    snprintf(driver, sizeof driver, "driver_%s", kind);
+    build_driver("mnist_mlp", "MNIST_MLP", driver, objects);
     snprintf(in, sizeof in, "%s/batches.bin", dir);
     snprintf(out, sizeof out, "%s/out.bin", dir);
     make_batches(in);
-    /* two instances at once, in two threads */
-    sh("OPENBLAS_NUM_THREADS=1 %s/driver train %s %s 7 %d 2", dir, in, out, STEPS);
-
+    sh("OPENBLAS_NUM_THREADS=1 %s/%s train %s %s 7 %d %d", dir, driver, in, out, STEPS, threads);
     char model[512];
     snprintf(model, sizeof model, "%s/examples/mnist_mlp.nn", NNC_SOURCE_DIR);
+    jit_train(j, model, 7);
+    return read_all(out, n);
+}
+
+START_TEST(test_shared_library_matches_jit_bitwise) {
+    setup();
     Jit j;
-    jit_train(&j, model, 7);
     size_t n;
-    float *got = read_all(out, &n);
+    /* two instances at once, in two threads */
+    float *got = train_shipped("so", 2, &j, &n);
     size_t state = (size_t)j.m->state_size, per_run = STEPS + state;
     ck_assert_uint_eq(n, 2 * per_run);
     for (int t = 0; t < 2; t++) {
@@ -130,7 +137,7 @@ START_TEST(test_shared_library_matches_jit_bitwise) {
     jit_free(&j);
 
     /* checkpoints round-trip through the library */
-    sh("%s/driver roundtrip %s/ckpt.safetensors", dir, dir);
+    sh("%s/driver_so roundtrip %s/ckpt.safetensors", dir, dir);
 }
 END_TEST
 
@@ -163,20 +170,9 @@ END_TEST
 
 START_TEST(test_standalone_c_matches_jit) {
     setup();
-    sh("%s %s/examples/mnist_mlp.nn -o %s/mnist_mlp.c", NNC_BINARY, NNC_SOURCE_DIR, dir);
-    char objects[256], in[256], out[256];
-    snprintf(objects, sizeof objects, "%s/mnist_mlp.c", dir);
-    build_driver("mnist_mlp", "MNIST_MLP", "driver_c", objects);
-    snprintf(in, sizeof in, "%s/batches.bin", dir);
-    snprintf(out, sizeof out, "%s/out.bin", dir);
-    make_batches(in);
-    sh("%s/driver_c train %s %s 7 %d 1", dir, in, out, STEPS);
-    char model[512];
-    snprintf(model, sizeof model, "%s/examples/mnist_mlp.nn", NNC_SOURCE_DIR);
     Jit j;
-    jit_train(&j, model, 7);
     size_t n;
-    float *got = read_all(out, &n);
+    float *got = train_shipped("c", 1, &j, &n);
     ck_assert_uint_eq(n, STEPS + (size_t)j.m->state_size);
     for (int s = 0; s < STEPS; s++)
         ck_assert_msg(fabsf(got[s] - j.losses[s]) <= 1e-4f * fmaxf(fabsf(got[s]), fabsf(j.losses[s])),
@@ -188,6 +184,9 @@ START_TEST(test_standalone_c_matches_jit) {
     free(got);
 
     /* forward: 1e-5 relative, from a fresh init */
+    char in[256], out[256];
+    snprintf(in, sizeof in, "%s/batch.bin", dir);
+    snprintf(out, sizeof out, "%s/forward.bin", dir);
     FILE *f = fopen(in, "wb");
     int64_t nb = 64;
     fwrite(&nb, sizeof nb, 1, f);
@@ -217,9 +216,5 @@ int main(void) {
     tcase_add_test(tc, test_two_models_link_into_one_program);
     tcase_add_test(tc, test_standalone_c_matches_jit);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

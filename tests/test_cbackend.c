@@ -17,7 +17,7 @@
 #include "runtime/rng.h"
 #include "support/util.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -937,9 +937,5 @@ int main(void) {
     tcase_add_test(tc, test_checkpoint_reads_other_layouts);
     tcase_add_test(tc, test_checkpoint_rejects_malformed_headers);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -4,7 +4,7 @@
  * them, and the temporary file behind an atomic save. */
 #include "runtime/checkpoint.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -561,9 +561,5 @@ int main(void) {
     tcase_add_test(save, test_save_failures_leave_no_temp);
     tcase_add_test(save, test_save_write_error);
     suite_add_tcase(s, save);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

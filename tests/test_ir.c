@@ -5,7 +5,7 @@
 #include "ir/kir.h"
 #include "passes/passes.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,9 +182,5 @@ int main(void) {
     tcase_add_test(tc, test_verifier_catches_broken_graphs);
     tcase_add_test(tc, test_kernel_ir_folding);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -7,7 +7,7 @@
 #include "runtime/rng.h"
 #include "support/util.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,9 +389,5 @@ int main(void) {
     tcase_add_test(alloc, test_train_step_allocates_nothing);
     tcase_set_timeout(alloc, 60);
     suite_add_tcase(s, alloc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

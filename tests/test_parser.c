@@ -4,7 +4,7 @@
  * that it never crashes (run it under ASan and UBSan). */
 #include "frontend/ast.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -796,10 +796,4 @@ static Suite *parser_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(parser_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(void) { return run_suite(parser_suite()); }

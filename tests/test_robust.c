@@ -9,7 +9,7 @@
 #include "runtime/rng.h"
 #include "support/util.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,9 +114,5 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_mutated_programs_never_crash);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -5,7 +5,7 @@
 #include "runtime/nnrt.h"
 #include "runtime/rng.h"
 
-#include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,9 +210,5 @@ int main(void) {
     tcase_add_test(data, test_count_correct);
     tcase_add_test(data, test_sgemm_transposes);
     suite_add_tcase(s, data);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }
