@@ -61,6 +61,14 @@ Expr *ast_neg(Arena *a, Span span, Expr *operand) {
     return e;
 }
 
+/* A list literal; its items are stored as positional arguments. */
+Expr *ast_list(Arena *a, Span span, Arg *items, int n) {
+    Expr *e = new_expr(a, EX_LIST, span);
+    e->args = items;
+    e->nargs = n;
+    return e;
+}
+
 Stmt *ast_stmt(Arena *a, StmtKind kind, Span span, const char *name, Span name_span) {
     Stmt *s = ARENA_NEW(a, Stmt);
     s->kind = kind;
@@ -154,6 +162,14 @@ static void print_expr(FILE *out, const Expr *e) {
     case EX_NEG:
         fputs("(neg ", out);
         print_expr(out, e->lhs);
+        fputc(')', out);
+        break;
+    case EX_LIST:
+        fputs("(list", out);
+        for (int i = 0; i < e->nargs; i++) {
+            fputc(' ', out);
+            print_expr(out, e->args[i].value);
+        }
         fputc(')', out);
         break;
     }

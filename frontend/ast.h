@@ -31,6 +31,7 @@ typedef enum {
     EX_CALL,   /* name(args...)                  */
     EX_BINARY, /* lhs op rhs, op one of + - * / @ */
     EX_NEG,    /* -operand                       */
+    EX_LIST,   /* [a, b, c]: items in args (positional) */
 } ExprKind;
 
 struct Expr {
@@ -45,7 +46,7 @@ struct Expr {
     /* EX_BINARY */
     char op;
     Expr *lhs, *rhs; /* EX_NEG: lhs only */
-    /* EX_CALL */
+    /* EX_CALL, EX_LIST */
     Arg *args;
     int nargs;
 };

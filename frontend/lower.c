@@ -765,6 +765,9 @@ static Value eval(Lower *L, const Expr *e) {
     }
     case EX_CALL: return eval_call(L, e);
     case EX_BINARY: return eval_binary(L, e);
+    case EX_LIST:
+        diag_error(L->d, e->span, "a list can only be an argument (as in classes=[7, 9])");
+        return value_error;
     case EX_NEG: {
         Value v = eval(L, e->lhs);
         if (v.kind == V_NUMBER) return (Value){.kind = V_NUMBER, .num = -v.num, .is_int = v.is_int};

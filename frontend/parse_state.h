@@ -83,6 +83,7 @@ Expr *ast_name(Arena *a, Span span, const char *name);
 Expr *ast_call(Arena *a, Span span, const char *callee, Span callee_span, Arg *args, int nargs);
 Expr *ast_binary(Arena *a, Span span, char op, Expr *lhs, Expr *rhs);
 Expr *ast_neg(Arena *a, Span span, Expr *operand);
+Expr *ast_list(Arena *a, Span span, Arg *items, int n);
 Stmt *ast_stmt(Arena *a, StmtKind kind, Span span, const char *name, Span name_span);
 TypeAst *ast_type(Arena *a, Span span, const char *dtype, Span dtype_span, DimAst *dims,
                   int ndims);

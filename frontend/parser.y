@@ -262,7 +262,8 @@ expr
     | primary
     ;
 
-/* primary: NUMBER | STRING | IDENT | IDENT '(' [ arg { ',' arg } [','] ] ')' | '(' expr ')' */
+/* primary: NUMBER | STRING | IDENT | IDENT '(' [ arg { ',' arg } [','] ] ')' | '(' expr ')'
+ *        | '[' [ expr { ',' expr } [','] ] ']' */
 primary
     : NUMBER { $$ = (ExprVal){ast_number(ps->arena, @$, $1.value, $1.is_int), 1}; }
     | STRING { $$ = (ExprVal){ast_string(ps->arena, @$, $1), 1}; }
@@ -272,6 +273,10 @@ primary
         if (too_deep(ps, $$.depth, @$)) YYABORT;
     }
     | '(' expr ')' { $$ = $2; }
+    | '[' args ']' {
+        $$ = (ExprVal){ast_list(ps->arena, @$, $2.items, $2.n), 1 + $2.depth};
+        if (too_deep(ps, $$.depth, @$)) YYABORT;
+    }
     ;
 
 /* args: [ arg { ',' arg } [','] ] */
@@ -424,7 +429,7 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, ParseSt
     int nexpected = yypcontext_expected_tokens(ctx, expected, YYNTOKENS);
     bool has[YYNTOKENS] = {false};
     for (int i = 0; i < nexpected; i++) has[expected[i]] = true;
-    yysymbol_kind_t lparen = YYTRANSLATE('('), minus = YYTRANSLATE('-');
+    yysymbol_kind_t lparen = YYTRANSLATE('('), lbracket = YYTRANSLATE('['), minus = YYTRANSLATE('-');
     const yysymbol_kind_t ops[] = {YYTRANSLATE('+'), minus, YYTRANSLATE('*'), YYTRANSLATE('/'),
                                    YYTRANSLATE('@')};
     bool expr_start =
@@ -436,7 +441,7 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, ParseSt
     if (expr_start) {
         names[nnames++] = "expression";
         has[YYSYMBOL_IDENT] = has[YYSYMBOL_NUMBER] = has[YYSYMBOL_STRING] = false;
-        has[lparen] = has[minus] = false;
+        has[lparen] = has[lbracket] = has[minus] = false;
     }
     if (operators) {
         /* What may follow a complete expression: an operator, or '(' after a name. */

@@ -25,7 +25,7 @@
 enum {
     IR_MAX_RANK = 4,
     IR_MAX_INPUTS = 4,
-    IR_MAX_ATTRS = 4,
+    IR_MAX_ATTRS = 8,
 };
 
 /* The symbolic batch dimension N: compiled code takes its value at run time. */

@@ -10,7 +10,7 @@ const char *const kx_names[KX_COUNT] = {
     [KX_MIN] = "min",   [KX_MAX] = "max",     [KX_POW] = "pow",     [KX_NEG] = "neg",
     [KX_EXP] = "exp",   [KX_LOG] = "log",     [KX_SQRT] = "sqrt",   [KX_ABS] = "abs",     [KX_COS] = "cos",     [KX_SIN] = "sin",     [KX_FLOOR] = "floor",
     [KX_LT] = "<",      [KX_LE] = "<=",       [KX_GT] = ">",        [KX_GE] = ">=",
-    [KX_EQ] = "==",     [KX_NE] = "!=",       [KX_SELECT] = "select", [KX_TOREAL] = "real",
+    [KX_EQ] = "==",     [KX_NE] = "!=",       [KX_SELECT] = "select", [KX_TOREAL] = "real", [KX_TOINT] = "toint",
     [KX_RAND] = "rand",
 };
 
@@ -153,6 +153,14 @@ Kx *kx_toreal(Arena *a, Kx *x) {
     if (x->type == KT_REAL) return x;
     if (x->op == KX_INT) return kx_real(a, (double)x->i);
     Kx *r = kx_new(a, KX_TOREAL, KT_REAL);
+    r->a = x;
+    return r;
+}
+
+Kx *kx_toint(Arena *a, Kx *x) {
+    if (x->type == KT_INT) return x;
+    NNC_ASSERT(x->type == KT_REAL);
+    Kx *r = kx_new(a, KX_TOINT, KT_INT);
     r->a = x;
     return r;
 }

@@ -45,6 +45,7 @@ typedef enum {
     KX_LT, KX_LE, KX_GT, KX_GE, KX_EQ, KX_NE,
     KX_SELECT, /* a ? b : c                               */
     KX_TOREAL, /* int -> real                             */
+    KX_TOINT,  /* real -> int, truncating toward zero     */
     /* uniform in (0, 1) from the counter-based generator: key a, counter b
      * (both int); see runtime/rng.h for the exact function                */
     KX_RAND,
@@ -172,6 +173,7 @@ Kx *kx_un(Arena *a, KxOp op, Kx *x);
 Kx *kx_cmp(Arena *a, KxOp op, Kx *x, Kx *y);
 Kx *kx_select(Arena *a, Kx *cond, Kx *then, Kx *otherwise);
 Kx *kx_toreal(Arena *a, Kx *x);
+Kx *kx_toint(Arena *a, Kx *x);
 Kx *kx_rand(Arena *a, Kx *key, Kx *counter);
 Kx *kx_npoly(Arena *a, NPoly p);
 

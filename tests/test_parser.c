@@ -170,6 +170,12 @@ START_TEST(example_tensor_level) {
 }
 END_TEST
 
+START_TEST(list_literals) {
+    ASSERT_AST("a = f(x, classes=[7, 9], sets=[[5, 7], [0, 2,],], none=[])\n",
+               "(let a (call f x (classes= (list 7 9)) (sets= (list (list 5 7) (list 0 2))) (none= (list))))\n");
+}
+END_TEST
+
 START_TEST(one_line_and_empty_defs) {
     ASSERT_AST("def f(x) { return relu(x) }\n"
                "def g() {}\n"
@@ -745,6 +751,7 @@ static Suite *parser_suite(void) {
     tcase_add_test(valid, example_mnist_mlp);
     tcase_add_test(valid, example_lenet);
     tcase_add_test(valid, example_tensor_level);
+    tcase_add_test(valid, list_literals);
     tcase_add_test(valid, one_line_and_empty_defs);
     tcase_add_test(valid, multi_line_def_body);
     tcase_add_test(valid, multi_line_calls);

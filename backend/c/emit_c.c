@@ -55,7 +55,7 @@ static int precedence(const Kx *x) {
     case KX_LT: case KX_LE: case KX_GT: case KX_GE: return P_REL;
     case KX_EQ: case KX_NE: return P_EQ;
     case KX_SELECT: return P_COND;
-    case KX_NEG: case KX_TOREAL: return P_UNARY;
+    case KX_NEG: case KX_TOREAL: case KX_TOINT: return P_UNARY;
     default: return P_POSTFIX;
     }
 }
@@ -183,6 +183,10 @@ static void emit_kx(Em *e, const Kx *x, int need) {
         break;
     case KX_TOREAL:
         fputs("(float)", out);
+        emit_kx(e, x->a, P_UNARY);
+        break;
+    case KX_TOINT:
+        fputs("(int64_t)", out);
         emit_kx(e, x->a, P_UNARY);
         break;
     case KX_RAND:

@@ -180,6 +180,7 @@ static LLVMValueRef emit_kx(Cg *c, const Kx *x) {
     case KX_SELECT:
         return LLVMBuildSelect(b, emit_kx(c, x->a), emit_kx(c, x->b), emit_kx(c, x->c), "");
     case KX_TOREAL: return LLVMBuildSIToFP(b, emit_kx(c, x->a), c->real, "");
+    case KX_TOINT: return LLVMBuildFPToSI(b, emit_kx(c, x->a), c->i64, "");
     case KX_RAND: return emit_rand(c, emit_kx(c, x->a), emit_kx(c, x->b));
     default: NNC_BUG("kernel expression %d", (int)x->op);
     }
