@@ -278,7 +278,7 @@ static Value make_param(Lower *L, const char *name, IrType type, InitSpec init, 
 
 /* ---- call signatures --------------------------------------------------------------------------- */
 
-typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS } ArgKind;
+typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS, A_LIST } ArgKind;
 
 typedef struct ParamSpec {
     const char *name;
@@ -299,6 +299,7 @@ typedef struct Args {
     Value v[MAX_PARAMS];   /* A_TENSOR */
     double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: the op or -1 */
     InitSpec init[MAX_PARAMS];
+    const Expr *expr[MAX_PARAMS]; /* as written (A_LIST: for the builder to read), or NULL */
     Span call_span;
     const char *callee;
 } Args;
@@ -313,6 +314,7 @@ static const char *kind_text(ArgKind k) {
     case A_ACT: return "an activation";
     case A_INIT: return "an initialiser";
     case A_BOOL: return "true or false";
+    case A_LIST: return "a list";
     default: return "an axis";
     }
 }
@@ -343,6 +345,7 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
     const ParamSpec *p = &args->spec[k];
     args->given[k] = true;
     args->span[k] = e->span;
+    args->expr[k] = e;
     double num;
     bool is_int;
     switch (p->kind) {
@@ -394,6 +397,12 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
         return false;
     }
     case A_INIT: return parse_init(L, e, &args->init[k]);
+    case A_LIST:
+        if (e->kind != EX_LIST) {
+            diag_error(L->d, e->span, "%s: '%s' must be a list, as in [1, 2]", args->callee, p->name);
+            return false;
+        }
+        return true;
     }
     return false;
 }
@@ -452,6 +461,29 @@ static bool bind_args(Lower *L, const Expr *call, const ParamSpec *spec, Args *a
         args->span[k] = call->span;
     }
     return ok;
+}
+
+/* The integers of a list argument ([7, 9]) into out[0..*n); at most `max`
+ * of them, each in [lo, hi]. */
+static bool int_list(Lower *L, const Expr *list, const char *what, int64_t lo, int64_t hi, int64_t *out, int max,
+                     int *n) {
+    *n = 0;
+    if (list->nargs > max) {
+        diag_error(L->d, list->span, "%s: at most %d items", what, max);
+        return false;
+    }
+    for (int i = 0; i < list->nargs; i++) {
+        double v;
+        bool is_int;
+        const Expr *item = list->args[i].value;
+        if (!number_arg(L, item, &v, &is_int) || !is_int || v < (double)lo || v > (double)hi) {
+            diag_error(L->d, item->span, "%s: each item must be an integer in [%lld, %lld]", what, (long long)lo,
+                       (long long)hi);
+            return false;
+        }
+        out[(*n)++] = (int64_t)v;
+    }
+    return true;
 }
 
 /* The axis bitmask for `axis` (negative counts from the end) of a tensor of rank `rank`. */
