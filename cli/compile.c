@@ -60,38 +60,3 @@ Module *nnc_compile_source(Arena *arena, const char *path, const char *text, siz
     if (!run_pipeline(m, d, &opts->passes)) return NULL;
     return m;
 }
-
-bool classifier_shape(const Module *m, ClassifierShape *out, Diag *d) {
-    const Graph *g = m->model;
-    memset(out, 0, sizeof *out);
-    int ninputs = 0, ntargets = 0;
-    for (int i = 0; i < g->n; i++) {
-        const Node *n = &g->nodes[i];
-        if (n->op != OP_INPUT) continue;
-        if (n->flags & NF_TARGET) {
-            ntargets++;
-            out->target = n;
-        } else {
-            ninputs++;
-            out->input = n;
-        }
-    }
-    if (ninputs != 1 || ntargets != 1 || out->target->type.dtype != DT_I32 || out->target->type.rank != 1 ||
-        out->input->type.dtype != DT_F32) {
-        diag_error(d, SPAN_NONE,
-                   "this command trains classifiers: one f32 input and one target of class labels, i32[N]");
-        return false;
-    }
-    out->features = 1;
-    for (int i = 1; i < out->input->type.rank; i++) out->features *= out->input->type.dim[i];
-    out->classes = (int64_t)out->target->attr[0];
-    /* Without `classes`, the number of classes is the width of the first output. */
-    for (int i = 0; i < g->n && !out->classes; i++)
-        if ((g->nodes[i].flags & NF_OUTPUT) && g->nodes[i].type.rank == 2) out->classes = g->nodes[i].type.dim[1];
-    if (out->classes < 2) {
-        diag_error(d, out->target->span, "cannot tell how many classes target '%s' has; add 'classes K'",
-                   out->target->name);
-        return false;
-    }
-    return true;
-}

@@ -101,27 +101,72 @@ bool session_load(Session *s, const char *path, int required, Diag *d);
 /* The module's state as a table for the checkpoint code. */
 struct NnrtTensor *module_tensor_table(const Module *m);
 
-/* ---- helpers for subcommands --------------------------------------------------------- */
+/* ---- data.c: what a model trains on ------------------------------------------------------ */
+#include "runtime/data.h"
 
-/* The one f32 input and the one class-label target of a classifier; false
- * (with a located error) if the model has another shape. */
-typedef struct ClassifierShape {
-    const Node *input, *target;
-    int64_t features; /* per example */
-    int64_t classes;
-} ClassifierShape;
+/* How targets come from the data, and the metric reported by default. */
+typedef enum {
+    TASK_CLASSES,    /* i32[N] class labels; accuracy                     */
+    TASK_BINARY,     /* f32[N, 1] from two classes: 0 or 1; accuracy at 0.5 */
+    TASK_ONEHOT,     /* f32[N, C] one-hot from class labels; accuracy     */
+    TASK_REGRESSION, /* f32 values from CSV columns; no default metric    */
+} TaskKind;
 
-bool classifier_shape(const Module *m, ClassifierShape *out, Diag *d);
+typedef struct Task {
+    TaskKind kind;
+    const Node *input, *target, *output; /* in the eval graph; output: the first */
+    int64_t features; /* input values per example */
+    int64_t tvalues;  /* target values per example */
+    int64_t classes;  /* of the labels, when there are labels */
+} Task;
 
-/* ---- classify.c -------------------------------------------------------------------------- */
-struct RtDataset;
-/* Mean loss and accuracy of the eval program over a data set, in batches
- * of `batch` through the buffers xb, yb, probs (each sized for `batch`). */
-void classify_evaluate(Session *s, const struct RtDataset *ds, int64_t batch, int64_t classes, float *xb,
-                       int32_t *yb, float *probs, double *loss, double *accuracy);
-/* False (with a message) if a label is outside [0, classes). */
-bool classify_check_labels(const struct RtDataset *ds, int64_t classes, const char *what);
-/* False (with a located error) if the data's examples are not the input's size. */
-bool classify_check_features(const struct RtDataset *ds, const ClassifierShape *cs, Diag *d);
+typedef struct Data {
+    RtDataset train, val, test; /* views */
+    RtDataset all, test_storage; /* what owns the memory */
+    bool test_in_all;
+    int64_t image_h, image_w; /* images (IDX): their size, for augmentation */
+} Data;
+
+/* The model's one input and one target (false, reported, otherwise). */
+bool task_of(const Module *m, Task *t, Diag *d);
+/* Loads the model's data (`override`: --data), the first `limit` training
+ * examples (0: all), `nval` of them held out for validation (-1: one in 12). */
+bool data_load(const Module *m, const char *override, int64_t limit, int64_t nval, Data *out, Task *task, Diag *d);
+void data_free(Data *d);
+/* Copies examples idx[0..count) (idx NULL: the first count) into batch
+ * buffers: x (features each) and y encoded for the task. */
+void data_batch(const Task *t, const RtDataset *ds, const int64_t *idx, int64_t count, float *x, void *y);
+
+/* ---- trainer.c: the training loop ----------------------------------------------------------- */
+typedef struct TrainConfig {
+    uint64_t seed;
+    int threads;          /* 0: OpenBLAS's default */
+    const char *data;     /* --data, or NULL */
+    int64_t limit, val;   /* see data_load */
+    int64_t patience;     /* stop after this many epochs without a better validation score (0: never) */
+    const char *save, *load;
+    bool quiet;           /* no per-epoch lines (hyper-parameter search) */
+    /* hyper-parameters set in the state after init, e.g. {"opt.lr", 0.01} */
+    const char *hyper_names[8];
+    double hyper_values[8];
+    int nhypers;
+} TrainConfig;
+
+typedef struct TrainResult {
+    int64_t epochs, best_epoch;
+    double val_loss, val_score;   /* of the best epoch; score: accuracy, or -loss */
+    double test_loss, test_accuracy; /* accuracy < 0: the task has none */
+    double seconds;
+} TrainResult;
+
+/* Trains m as its train statement (and c) say, reporting each epoch unless
+ * quiet; keeps the state of the best validation epoch. 0, or 1 after
+ * reporting an error. */
+int trainer_run(Module *m, const TrainConfig *c, TrainResult *r);
+
+/* Loss, accuracy and metrics of checkpoint c->load's parameters on a split
+ * of the model's data ("test", "train" or "val"), printed. 0, or 1 after
+ * reporting an error. */
+int trainer_evaluate(Module *m, const TrainConfig *c, const char *split);
 
 #endif

@@ -206,6 +206,10 @@ static const char *stmt_keyword(StmtKind kind) {
     case ST_TRAIN: return "train";
     case ST_DEF: return "def";
     case ST_RETURN: return "return";
+    case ST_DATA: return "data";
+    case ST_METRIC: return "metric";
+    case ST_FREEZE: return "freeze";
+    case ST_PRETRAINED: return "pretrained";
     }
     return "?";
 }
@@ -234,6 +238,14 @@ static void print_stmt(FILE *out, const Stmt *s) {
             fputc(' ', out);
             print_stmt(out, s->body[i]);
         }
+        break;
+    case ST_FREEZE:
+    case ST_PRETRAINED:
+        if (s->value) {
+            fputc(' ', out);
+            print_expr(out, s->value);
+        }
+        for (int i = 0; i < s->nparams; i++) fprintf(out, " %s", s->params[i]);
         break;
     default:
         if (s->value) {

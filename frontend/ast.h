@@ -78,6 +78,10 @@ typedef enum {
     ST_TRAIN,  /* train optimizer-expr options               */
     ST_DEF,    /* def NAME(params) { statements }            */
     ST_RETURN, /* return expr                                */
+    ST_DATA,   /* data expr: what the model trains on         */
+    ST_METRIC, /* metric NAME = expr                          */
+    ST_FREEZE, /* freeze NAME, ... (in params)                */
+    ST_PRETRAINED, /* pretrained "FILE" [NAME, ...] (value: the file, params: names) */
 } StmtKind;
 
 struct Stmt {
@@ -89,7 +93,7 @@ struct Stmt {
     Expr *value;   /* LET, OUTPUT (NULL in `output NAME`), LOSS, RETURN; TRAIN: the optimizer */
     Arg *opts;     /* INPUT, TARGET, PARAM, TRAIN: options after the type / optimizer */
     int nopts;
-    /* DEF */
+    /* DEF: parameters; FREEZE, PRETRAINED: the names listed */
     const char **params;
     Span *param_spans;
     int nparams;

@@ -60,8 +60,10 @@ typedef struct Lower {
     const Expr *stmt_root; /* the right-hand side of the statement being run */
     const char *stmt_name; /* the name it binds, or NULL */
     int depth;             /* def calls in progress */
-    bool have_model, have_train;
+    bool have_model, have_train, have_data;
     Span model_span;
+    const Stmt **name_lists; /* freeze and pretrained statements, resolved at the end */
+    int nname_lists, name_lists_cap;
 } Lower;
 
 static Binding *lookup(Lower *L, const char *name) {
@@ -278,7 +280,7 @@ static Value make_param(Lower *L, const char *name, IrType type, InitSpec init, 
 
 /* ---- call signatures --------------------------------------------------------------------------- */
 
-typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS, A_LIST } ArgKind;
+typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS, A_LIST, A_STRING } ArgKind;
 
 typedef struct ParamSpec {
     const char *name;
@@ -315,6 +317,7 @@ static const char *kind_text(ArgKind k) {
     case A_INIT: return "an initialiser";
     case A_BOOL: return "true or false";
     case A_LIST: return "a list";
+    case A_STRING: return "a string";
     default: return "an axis";
     }
 }
@@ -400,6 +403,12 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
     case A_LIST:
         if (e->kind != EX_LIST) {
             diag_error(L->d, e->span, "%s: '%s' must be a list, as in [1, 2]", args->callee, p->name);
+            return false;
+        }
+        return true;
+    case A_STRING:
+        if (e->kind != EX_STRING) {
+            diag_error(L->d, e->span, "%s: '%s' must be a string, as in \"file.csv\"", args->callee, p->name);
             return false;
         }
         return true;
@@ -599,6 +608,17 @@ static Value build_mse(Lower *L, const Expr *call, Args *a) {
     return emit(L, OP_MEAN, 1, (int32_t[]){sq.node}, (double[]){all, 0}, call->span, "loss");
 }
 
+/* accuracy(scores, labels): the fraction of examples whose best score is at the label. */
+static Value build_accuracy(Lower *L, const Expr *call, Args *a) {
+    return emit2(L, OP_ACCURACY, a->v[0].node, a->v[1].node, call->span, L->stmt_name);
+}
+
+/* binary_accuracy(probs, targets, threshold=0.5) */
+static Value build_binary_accuracy(Lower *L, const Expr *call, Args *a) {
+    return emit(L, OP_BINARY_ACCURACY, 2, (int32_t[]){a->v[0].node, a->v[1].node}, (double[]){a->num[2]},
+                call->span, L->stmt_name);
+}
+
 #define T(n) {n, A_TENSOR, true, 0}
 static const Builtin builtins[] = {
     {"dense", {T("x"), {"units", A_INT, true, 0}, {"act", A_ACT, false, 0}, {"init", A_INIT, false, 0},
@@ -610,6 +630,8 @@ static const Builtin builtins[] = {
      build_matmul},
     {"cross_entropy", {T("logits"), T("labels")}, build_cross_entropy},
     {"mse", {T("pred"), T("target")}, build_mse},
+    {"accuracy", {T("scores"), T("labels")}, build_accuracy},
+    {"binary_accuracy", {T("probs"), T("targets"), {"threshold", A_REAL, false, 0.5}}, build_binary_accuracy},
 };
 #undef T
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
@@ -1023,6 +1045,100 @@ static void exec_train(Lower *L, const Stmt *s) {
     }
 }
 
+/* augment=[flip, shift(2), crop(pad=2)]: crop pads by `pad` and crops back
+ * at a random offset, which is a random shift of up to `pad` pixels. */
+static bool parse_augment(Lower *L, const Expr *list, DataSpec *ds) {
+    static const char *const names[] = {"flip", "shift", "crop"};
+    for (int i = 0; i < list->nargs; i++) {
+        const Expr *e = list->args[i].value;
+        if ((e->kind != EX_NAME && e->kind != EX_CALL) ||
+            (strcmp(e->text, "flip") != 0 && strcmp(e->text, "shift") != 0 && strcmp(e->text, "crop") != 0)) {
+            if (e->kind == EX_NAME || e->kind == EX_CALL) suggest(L, e->span, "augmentation", e->text, names, 3);
+            else diag_error(L->d, e->span, "augment expects flip, shift(PIXELS) or crop(pad=PIXELS)");
+            return false;
+        }
+        if (strcmp(e->text, "flip") == 0) {
+            if (e->kind == EX_CALL) {
+                diag_error(L->d, e->span, "flip takes no arguments");
+                return false;
+            }
+            ds->augment |= AUG_FLIP;
+            continue;
+        }
+        static const ParamSpec shift[] = {{"pixels", A_INT, true, 0}, {0}};
+        static const ParamSpec crop[] = {{"pad", A_INT, true, 0}, {0}};
+        Expr bare = *e;
+        if (e->kind == EX_NAME) bare.nargs = 0;
+        Args a;
+        if (!bind_args(L, &bare, strcmp(e->text, "shift") == 0 ? shift : crop, &a)) return false;
+        if (a.num[0] < 1 || a.num[0] > 8) {
+            diag_error(L->d, a.span[0], "%s: between 1 and 8 pixels", e->text);
+            return false;
+        }
+        ds->augment |= AUG_SHIFT;
+        ds->shift = (int)a.num[0];
+    }
+    return true;
+}
+
+/* data fashion_mnist(classes=[7, 9], augment=[flip, shift(2)])
+ * data idx("DIR", classes=..., augment=...)
+ * data csv("FILE", header=true, test=0.2) */
+static void exec_data(Lower *L, const Stmt *s) {
+    if (L->have_data) {
+        diag_error(L->d, s->span, "a model has one data statement");
+        return;
+    }
+    L->have_data = true;
+    static const char *const kinds[] = {"fashion_mnist", "idx", "csv"};
+    static const ParamSpec fashion[] = {{"classes", A_LIST, false, 0}, {"augment", A_LIST, false, 0}, {0}};
+    static const ParamSpec idx[] = {{"path", A_STRING, true, 0}, {"classes", A_LIST, false, 0},
+                                    {"augment", A_LIST, false, 0}, {0}};
+    static const ParamSpec csv[] = {{"path", A_STRING, true, 0}, {"header", A_BOOL, false, 1},
+                                    {"test", A_REAL, false, 0.2}, {0}};
+    const Expr *e = s->value;
+    if (e->kind != EX_NAME && e->kind != EX_CALL) {
+        diag_error(L->d, e->span, "data expects a source: fashion_mnist, idx(\"DIR\") or csv(\"FILE\")");
+        return;
+    }
+    DataSpec *ds = &L->m->data;
+    int k;
+    for (k = 0; k < 3; k++)
+        if (strcmp(e->text, kinds[k]) == 0) break;
+    if (k == 3) {
+        suggest(L, e->kind == EX_CALL ? e->name_span : e->span, "data source", e->text, kinds, 3);
+        return;
+    }
+    const ParamSpec *specs[] = {fashion, idx, csv};
+    Expr bare = *e;
+    if (e->kind == EX_NAME) bare.nargs = 0;
+    Args a;
+    if (!bind_args(L, &bare, specs[k], &a)) return;
+    ds->kind = (DataKind)k;
+    ds->span = s->span;
+    if (k == DATA_CSV) {
+        ds->path = a.expr[0]->text;
+        ds->header = a.num[1] != 0;
+        ds->test_fraction = a.num[2];
+        if (!(ds->test_fraction >= 0 && ds->test_fraction <= 0.9))
+            diag_error(L->d, a.span[2], "csv: test is the fraction of rows held out, in [0, 0.9]");
+        return;
+    }
+    if (k == DATA_IDX) ds->path = a.expr[0]->text;
+    int first = k == DATA_IDX ? 1 : 0;
+    if (a.given[first]) {
+        int n;
+        if (!int_list(L, a.expr[first], "classes", 0, 255, ds->classes, 64, &n)) return;
+        ds->nclasses = n;
+        if (n < 2) diag_error(L->d, a.span[first], "classes: a subset needs at least two classes");
+        for (int i = 0; i < n; i++)
+            for (int j = i + 1; j < n; j++)
+                if (ds->classes[i] == ds->classes[j])
+                    diag_error(L->d, a.span[first], "classes: %lld is listed twice", (long long)ds->classes[i]);
+    }
+    if (a.given[first + 1]) parse_augment(L, a.expr[first + 1], ds);
+}
+
 /* Marks `v` as an output named `name`; a value that is already an output or
  * a leaf is copied first so each output is a value of its own. */
 static void mark_output(Lower *L, Value v, const char *name, Span span) {
@@ -1044,6 +1160,73 @@ static void mark_output(Lower *L, Value v, const char *name, Span span) {
     }
     n->flags |= NF_OUTPUT;
     n->name = name;
+}
+
+/* metric NAME = expr: a scalar the eval function reports (accuracy, ...). */
+static void exec_metric(Lower *L, const Stmt *s) {
+    L->stmt_name = s->name;
+    L->stmt_root = s->value;
+    Value v = as_tensor(L, eval(L, s->value), s->value->span, "a metric");
+    if (v.kind == V_TENSOR && type_of(L, v)->rank != 0) {
+        diag_error(L->d, s->value->span, "a metric must be a scalar, but this is %s; reduce it with mean()",
+                   type_text(L, v));
+        v = value_error;
+    }
+    if (v.kind == V_TENSOR) {
+        Node *n = &L->g->nodes[v.node];
+        if (n->flags & (NF_OUTPUT | NF_METRIC | NF_LOSS) || (op_info(n->op)->flags & OPF_LEAF)) {
+            int id = graph_add(L->g, OP_RESHAPE, 1, (int32_t[]){v.node}, NULL, s->span);
+            L->g->nodes[id].type = n->type;
+            shape_infer(L->g, id, L->d);
+            v.node = id;
+            n = &L->g->nodes[id];
+        }
+        n->flags |= NF_METRIC;
+        n->name = s->name;
+    }
+    bind(L, s->name, s->name_span, v, NULL);
+}
+
+/* The params a name of a freeze or pretrained statement means: the param of
+ * that name, or every param of the layer (prefix "name."). */
+static int mark_params(Lower *L, const char *name, uint32_t flag) {
+    size_t n = strlen(name);
+    int count = 0;
+    for (int i = 0; i < L->g->n; i++) {
+        Node *p = &L->g->nodes[i];
+        if (p->op != OP_PARAM || !p->name) continue;
+        if (strcmp(p->name, name) == 0 || (strncmp(p->name, name, n) == 0 && p->name[n] == '.')) {
+            p->flags |= flag;
+            count++;
+        }
+    }
+    return count;
+}
+
+/* freeze and pretrained statements name params that may be defined after
+ * them; they are resolved once every statement has run. */
+static void resolve_name_lists(Lower *L) {
+    for (int k = 0; k < L->nname_lists; k++) {
+        const Stmt *s = L->name_lists[k];
+        bool freeze = s->kind == ST_FREEZE;
+        for (int i = 0; i < s->nparams; i++) {
+            if (mark_params(L, s->params[i], freeze ? NF_FROZEN : 0) > 0) continue;
+            const char **names = ARENA_ARRAY(L->a, const char *, L->g->n + 1);
+            int n = 0;
+            for (int j = 0; j < L->g->n; j++)
+                if (L->g->nodes[j].op == OP_PARAM) names[n++] = L->g->nodes[j].name;
+            const char *near = closest_name(s->params[i], names, n);
+            if (near)
+                diag_error(L->d, s->param_spans[i], "no parameter or layer '%s'; did you mean '%s'?", s->params[i],
+                           near);
+            else
+                diag_error(L->d, s->param_spans[i], "no parameter or layer '%s'", s->params[i]);
+        }
+        if (!freeze) {
+            Pretrained p = {.path = s->value->text, .names = s->params, .nnames = s->nparams, .span = s->span};
+            VEC_PUSH(L->a, L->m->pretrained, L->m->npretrained, L->m->pretrained_cap, p);
+        }
+    }
 }
 
 static void exec_loss(Lower *L, const Stmt *s) {
@@ -1070,8 +1253,8 @@ static void exec_loss(Lower *L, const Stmt *s) {
 static void exec_stmt(Lower *L, const Stmt *s, Value *ret, bool in_def) {
     L->stmt_root = NULL;
     L->stmt_name = NULL;
-    static const char *const kinds[] = {"model", "input", "target", "param", "assignment",
-                                        "output", "loss", "train", "def", "return"};
+    static const char *const kinds[] = {"model", "input", "target", "param", "assignment", "output",   "loss",
+                                        "train", "def",   "return", "data",   "metric",    "freeze", "pretrained"};
     if (in_def && s->kind != ST_LET && s->kind != ST_RETURN) {
         diag_error(L->d, s->span, "'%s' is not allowed inside a def (only assignments and return)", kinds[s->kind]);
         return;
@@ -1114,6 +1297,10 @@ static void exec_stmt(Lower *L, const Stmt *s, Value *ret, bool in_def) {
         break;
     }
     case ST_LOSS: exec_loss(L, s); break;
+    case ST_DATA: exec_data(L, s); break;
+    case ST_METRIC: exec_metric(L, s); break;
+    case ST_FREEZE:
+    case ST_PRETRAINED: VEC_PUSH(L->a, L->name_lists, L->nname_lists, L->name_lists_cap, s); break;
     case ST_TRAIN: exec_train(L, s); break;
     case ST_DEF:
         if (lookup(L, s->name) == NULL) {
@@ -1151,6 +1338,7 @@ bool lower_program(Module *m, const Program *prog, Diag *d) {
     L.scope = &L.globals;
     int errors_before = d->nerrors;
     exec_block(&L, prog->stmts, prog->nstmts, NULL, false);
+    resolve_name_lists(&L);
 
     bool has_output = false;
     for (int i = 0; i < L.g->n; i++) has_output |= (L.g->nodes[i].flags & NF_OUTPUT) != 0;

@@ -53,6 +53,7 @@ static Stmt *finish_decl(Stmt *s, StmtKind kind, Span span);
 static bool too_deep(ParseState *ps, int depth, Span at);
 static bool binary(ParseState *ps, ExprVal *out, char op, ExprVal lhs, ExprVal rhs, Span at);
 static void push_arg(ParseState *ps, ArgList *list, Arg arg, int depth);
+static Stmt *name_list_stmt(ParseState *ps, StmtKind kind, Span span, Expr *value, ArgList names);
 }
 
 %union {
@@ -72,7 +73,7 @@ static void push_arg(ParseState *ps, ArgList *list, Arg arg, int depth);
 /* Declared in the order they are listed in "expected ..." messages. */
 %token <str> IDENT STRING
 %token <num> NUMBER
-%token MODEL INPUT TARGET PARAM OUTPUT LOSS TRAIN DEF RETURN
+%token MODEL INPUT TARGET PARAM OUTPUT LOSS TRAIN DEF RETURN DATA METRIC FREEZE PRETRAINED
 %token ',' ')' ']' '}' ':' '=' '(' '[' '{' '+' '-' '*' '/' '@'
 %token NEWLINE
 %token ';' /* only inside brackets, where it is always an error */
@@ -113,6 +114,10 @@ statement
  *       | 'output' IDENT '=' expr | 'output' IDENT
  *       | 'loss' expr
  *       | 'train' primary { option }
+ *       | 'data' primary
+ *       | 'metric' IDENT '=' expr
+ *       | 'freeze' IDENT { ',' IDENT }
+ *       | 'pretrained' STRING [ IDENT { ',' IDENT } ]
  *       | 'return' expr
  *       | expr                      (an error: the value would be lost) */
 simple
@@ -143,6 +148,17 @@ simple
         $$ = ast_stmt(ps->arena, ST_RETURN, @$, NULL, SPAN_NONE);
         $$->value = $2.e;
     }
+    | DATA primary {
+        $$ = ast_stmt(ps->arena, ST_DATA, @$, NULL, SPAN_NONE);
+        $$->value = $2.e;
+    }
+    | METRIC IDENT '=' expr {
+        $$ = ast_stmt(ps->arena, ST_METRIC, @$, $2, @2);
+        $$->value = $4.e;
+    }
+    | FREEZE param_list             { $$ = name_list_stmt(ps, ST_FREEZE, @$, NULL, $2); }
+    | PRETRAINED STRING             { $$ = name_list_stmt(ps, ST_PRETRAINED, @$, ast_string(ps->arena, @2, $2), (ArgList){0}); }
+    | PRETRAINED STRING param_list  { $$ = name_list_stmt(ps, ST_PRETRAINED, @$, ast_string(ps->arena, @2, $2), $3); }
     | expr {
         parse_error(ps, @1, "expression statement has no effect; assign it to a name (name = ...)");
         $$ = NULL;
@@ -162,14 +178,9 @@ decl
 /* def: 'def' IDENT '(' [ IDENT { ',' IDENT } ] ')' '{' body '}' */
 def
     : DEF IDENT '(' params ')' '{' body '}' {
-        Stmt *s = ast_stmt(ps->arena, ST_DEF, @$, $2, @2);
-        s->nparams = $4.n;
-        s->params = ARENA_ARRAY(ps->arena, const char *, $4.n);
-        s->param_spans = ARENA_ARRAY(ps->arena, Span, $4.n);
-        for (int i = 0; i < $4.n; i++) {
-            s->params[i] = $4.items[i].name;
-            s->param_spans[i] = $4.items[i].name_span;
-        }
+        Stmt *s = name_list_stmt(ps, ST_DEF, @$, NULL, $4);
+        s->name = $2;
+        s->name_span = @2;
         s->body = $7.items;
         s->nbody = $7.n;
         $$ = s;
@@ -326,6 +337,21 @@ static bool binary(ParseState *ps, ExprVal *out, char op, ExprVal lhs, ExprVal r
     return true;
 }
 
+/* A statement with a list of names (def parameters, frozen or pretrained
+ * parameters) in params / param_spans. */
+static Stmt *name_list_stmt(ParseState *ps, StmtKind kind, Span span, Expr *value, ArgList names) {
+    Stmt *s = ast_stmt(ps->arena, kind, span, NULL, SPAN_NONE);
+    s->value = value;
+    s->nparams = names.n;
+    s->params = ARENA_ARRAY(ps->arena, const char *, names.n ? names.n : 1);
+    s->param_spans = ARENA_ARRAY(ps->arena, Span, names.n ? names.n : 1);
+    for (int i = 0; i < names.n; i++) {
+        s->params[i] = names.items[i].name;
+        s->param_spans[i] = names.items[i].name_span;
+    }
+    return s;
+}
+
 static void push_arg(ParseState *ps, ArgList *list, Arg arg, int depth) {
     VEC_PUSH(ps->arena, list->items, list->n, list->cap, arg);
     if (depth > list->depth) list->depth = depth;
@@ -359,6 +385,10 @@ static const char *token_name(yysymbol_kind_t kind) {
     case YYSYMBOL_TRAIN: return "keyword 'train'";
     case YYSYMBOL_DEF: return "keyword 'def'";
     case YYSYMBOL_RETURN: return "keyword 'return'";
+    case YYSYMBOL_DATA: return "keyword 'data'";
+    case YYSYMBOL_METRIC: return "keyword 'metric'";
+    case YYSYMBOL_FREEZE: return "keyword 'freeze'";
+    case YYSYMBOL_PRETRAINED: return "keyword 'pretrained'";
     default: return yysymbol_name(kind); /* punctuation, quoted: '(' */
     }
 }

@@ -213,6 +213,7 @@ Module *module_new(Arena *a, const Source *src) {
         .eps = 1e-8, .schedule = SCHED_CONSTANT, .every = 1, .gamma = 0.1, .batch = 32, .epochs = 1,
         .span = SPAN_NONE,
     };
+    m->data = (DataSpec){.kind = DATA_FASHION_MNIST, .header = true, .test_fraction = 0.2, .span = SPAN_NONE};
     return m;
 }
 

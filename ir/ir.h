@@ -92,6 +92,7 @@ enum NodeFlags {
     NF_OPT_STATE = 1 << 4, /* param: optimizer moment                */
     NF_HYPER = 1 << 5,     /* param: hyper-parameter scalar (lr, ...) */
     NF_GRAD = 1 << 6,      /* the gradient of the param named `name` */
+    NF_METRIC = 1 << 7,    /* a scalar eval reports (metric statement) */
 };
 
 typedef struct Node {
@@ -169,6 +170,31 @@ typedef struct TrainSpec {
     Span span;
 } TrainSpec;
 
+/* The `data` statement: what `nnc train` trains on. */
+typedef enum { DATA_FASHION_MNIST, DATA_IDX, DATA_CSV } DataKind;
+
+enum { AUG_FLIP = 1 << 0, AUG_SHIFT = 1 << 1 };
+
+typedef struct DataSpec {
+    DataKind kind;
+    const char *path;     /* IDX folder or CSV file as written (NULL: the default) */
+    int64_t classes[64];  /* IDX: only these classes, relabelled 0, 1, ... in this order */
+    int nclasses;
+    bool header;          /* CSV: the first line names the columns */
+    double test_fraction; /* CSV: rows held out as the test set */
+    unsigned augment;     /* AUG_* for training batches of images */
+    int shift;            /* AUG_SHIFT: up to this many pixels each way */
+    Span span;
+} DataSpec;
+
+/* A `pretrained` statement: parameters to load from another checkpoint. */
+typedef struct Pretrained {
+    const char *path; /* as written, relative to the .nn file */
+    const char **names; /* params or layer prefixes; none = every param the file has */
+    int nnames;
+    Span span;
+} Pretrained;
+
 typedef struct Module {
     Arena *arena;
     const Source *src;
@@ -179,6 +205,9 @@ typedef struct Module {
     Graph *grad;       /* loss and gradients          */
     Graph *train;      /* grad plus the update        */
     TrainSpec train_spec;
+    DataSpec data;
+    Pretrained *pretrained;
+    int npretrained, pretrained_cap;
     StateSlot *slots;
     int nslots, slots_cap;
     int64_t state_size; /* elements */

@@ -113,6 +113,7 @@ typedef struct KArg {
     const char *name;
     ArgRole role;
     IrType type;
+    bool metric; /* an output that is a metric statement's value */
 } KArg;
 
 typedef enum { KK_LOOP, KK_GEMM } KernelKind;

@@ -46,7 +46,7 @@ static int print_flags(FILE *out, uint32_t flags) {
     } names[] = {
         {NF_TARGET, "target"}, {NF_OUTPUT, "output"},       {NF_LOSS, "loss"},
         {NF_FROZEN, "frozen"}, {NF_OPT_STATE, "opt_state"}, {NF_HYPER, "hyper"},
-        {NF_GRAD, "grad"},
+        {NF_GRAD, "grad"},       {NF_METRIC, "metric"},
     };
     int n = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)

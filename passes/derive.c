@@ -1,7 +1,7 @@
 /* derive.c - the functions of a module, cut from the model graph.
  *
  *   forward  what the outputs need            (inference mode)
- *   eval     what the outputs and loss need   (inference mode)
+ *   eval     what the outputs, loss and metrics need (inference mode)
  *   grad     what the loss needs              (training mode; autodiff extends it)
  *
  * A model without a loss statement gets only forward and eval. */
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 static bool is_root(const Node *n) {
-    return (n->flags & (NF_OUTPUT | NF_LOSS | NF_GRAD)) || (op_info(n->op)->flags & OPF_SIDE_EFFECT);
+    return (n->flags & (NF_OUTPUT | NF_LOSS | NF_GRAD | NF_METRIC)) || (op_info(n->op)->flags & OPF_SIDE_EFFECT);
 }
 
 void graph_remove_dead(Graph *g) {
@@ -41,8 +41,8 @@ static bool has_flag(const Graph *g, uint32_t flag) {
 
 bool pass_derive(Module *m, Diag *d) {
     (void)d;
-    m->forward = derive(m, "forward", NF_LOSS);
+    m->forward = derive(m, "forward", NF_LOSS | NF_METRIC);
     m->eval = derive(m, "eval", 0);
-    m->grad = has_flag(m->model, NF_LOSS) ? derive(m, "grad", NF_OUTPUT) : NULL;
+    m->grad = has_flag(m->model, NF_LOSS) ? derive(m, "grad", NF_OUTPUT | NF_METRIC) : NULL;
     return true;
 }

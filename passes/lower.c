@@ -426,6 +426,56 @@ static void lower_onehot(LowerCtx *c, int id) {
     ks_store(a, body, c->buf[id], linear_index(a, &n->type, vars), value, false);
 }
 
+/* Per row: m = the largest value, first = the smallest column holding it;
+ * the row counts when first is the label. NaN rows never count. */
+static void lower_accuracy(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id);
+    const IrType *tp = &node(c, n->in[0])->type;
+    int p = c->buf[n->in[0]], labels = c->buf[n->in[1]];
+    KsBlock *blk = new_loop_kernel(c, id);
+    int total = kprog_new_local(c->p);
+    ks_decl(a, blk, total, kx_real(a, 0));
+    int v = kprog_new_var(c->p);
+    Ks *f = ks_for(a, blk, v, dim_expr(a, tp->dim[0]), false);
+    Rows rw = {.body = &f->body, .cols = dim_expr(a, tp->dim[1]), .ncols = tp->dim[1]};
+    rw.row_base = kx_bin(a, KX_MUL, kx_var(a, v), rw.cols);
+    KsBlock *body;
+    int m = kprog_new_local(c->p), first = kprog_new_local(c->p);
+    ks_decl(a, rw.body, m, kx_real(a, -INFINITY));
+    Kx *i = col_loop(c, &rw, &body);
+    ks_update(a, body, m, KX_MAX, kx_load(c->p, p, i));
+    Kx *none = kx_toreal(a, rw.cols);
+    ks_decl(a, rw.body, first, none);
+    int jv = kprog_new_var(c->p);
+    Ks *g = ks_for(a, rw.body, jv, rw.cols, false);
+    Kx *j = kx_var(a, jv);
+    Kx *at_max = kx_cmp(a, KX_EQ, kx_load(c->p, p, kx_bin(a, KX_ADD, rw.row_base, j)), kx_local(a, m));
+    ks_update(a, &g->body, first, KX_MIN, kx_select(a, at_max, kx_toreal(a, j), none));
+    Kx *label = kx_toreal(a, kx_load(c->p, labels, kx_var(a, v)));
+    ks_update(a, rw.body, total, KX_ADD,
+              kx_select(a, kx_cmp(a, KX_EQ, kx_local(a, first), label), kx_real(a, 1), kx_real(a, 0)));
+    Kx *rows = kx_toreal(a, dim_expr(a, tp->dim[0]));
+    ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), rows), false);
+}
+
+static void lower_binary_accuracy(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id);
+    const IrType *t = &node(c, n->in[0])->type;
+    KsBlock *blk = new_loop_kernel(c, id);
+    int total = kprog_new_local(c->p);
+    ks_decl(a, blk, total, kx_real(a, 0));
+    int v = kprog_new_var(c->p);
+    Ks *f = ks_for(a, blk, v, numel_expr(a, t), false);
+    Kx *i = kx_var(a, v);
+    Kx *said = kx_cmp(a, KX_GE, load_flat(c, n->in[0], i), kx_real(a, n->attr[0]));
+    Kx *truth = kx_cmp(a, KX_GE, load_flat(c, n->in[1], i), kx_real(a, 0.5));
+    ks_update(a, &f->body, total, KX_ADD, kx_select(a, kx_cmp(a, KX_EQ, said, truth), kx_real(a, 1), kx_real(a, 0)));
+    Kx *count = kx_toreal(a, numel_expr(a, t));
+    ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), count), false);
+}
+
 static void lower_assign(LowerCtx *c, int id) {
     const Node *n = node(c, id);
     copy_kernel(c, id, c->buf[n->in[0]], n->in[1]);
@@ -451,7 +501,8 @@ static int work_buffer(LowerCtx *c, int id) {
 
 static int arg_buffer(LowerCtx *c, int id, const char *name, ArgRole role) {
     const Node *n = node(c, id);
-    int arg = kprog_add_arg(c->p, (KArg){.name = name, .role = role, .type = n->type});
+    int arg = kprog_add_arg(c->p, (KArg){.name = name, .role = role, .type = n->type,
+                                         .metric = role == ARG_OUTPUT && (n->flags & NF_METRIC)});
     KBuf b = {.name = name, .kind = KB_ARG, .dtype = n->type.dtype, .size = numel_poly(&n->type),
               .arg = arg, .type = n->type};
     return kprog_add_buf(c->p, b);
@@ -484,6 +535,9 @@ static int collect_outputs(LowerCtx *c, int *outs) {
     } else if (c->p->kind == PROG_FORWARD || c->p->kind == PROG_EVAL) {
         for (int i = 0; i < g->n; i++)
             if (g->nodes[i].flags & NF_OUTPUT) outs[n++] = i;
+        /* eval reports the metrics too, after the outputs */
+        for (int i = 0; i < g->n && c->p->kind == PROG_EVAL; i++)
+            if ((g->nodes[i].flags & NF_METRIC) && !(g->nodes[i].flags & NF_OUTPUT)) outs[n++] = i;
     }
     return n;
 }

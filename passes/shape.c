@@ -211,6 +211,30 @@ static bool shape_onehot(Graph *g, Node *n, Diag *d) {
     return true;
 }
 
+static bool shape_accuracy(Graph *g, Node *n, Diag *d) {
+    const IrType *p = in_type(g, n, 0), *y = in_type(g, n, 1);
+    char b1[160], b2[160];
+    if (p->dtype != DT_F32 || p->rank != 2 || y->dtype != DT_I32 || y->rank != 1 || y->dim[0] != p->dim[0]) {
+        diag_error(d, n->span, "accuracy expects scores [N, classes] and class labels i32[N], got %s and %s",
+                   describe(g, n->in[0], b1, sizeof b1), describe(g, n->in[1], b2, sizeof b2));
+        return false;
+    }
+    n->type = type_scalar(DT_F32);
+    return true;
+}
+
+static bool shape_binary_accuracy(Graph *g, Node *n, Diag *d) {
+    const IrType *p = in_type(g, n, 0), *t = in_type(g, n, 1);
+    if (p->dtype != DT_F32 || !type_equal(p, t)) {
+        char b1[160], b2[160];
+        diag_error(d, n->span, "binary_accuracy expects predictions and targets of one shape (f32), got %s and %s",
+                   describe(g, n->in[0], b1, sizeof b1), describe(g, n->in[1], b2, sizeof b2));
+        return false;
+    }
+    n->type = type_scalar(DT_F32);
+    return true;
+}
+
 static bool shape_assign(Graph *g, Node *n, Diag *d) {
     (void)d;
     if (!type_equal(in_type(g, n, 0), in_type(g, n, 1))) NNC_BUG("assign of a value of another shape");

@@ -147,6 +147,7 @@ RtDataset rt_dataset_slice(const RtDataset *d, int64_t first, int64_t count) {
     s.n = count;
     s.x = d->x + first * d->features;
     s.y = d->y ? d->y + first : NULL;
+    s.t = d->t ? d->t + first * d->tcols : NULL;
     s.owned = false;
     return s;
 }
@@ -155,6 +156,7 @@ void rt_dataset_free(RtDataset *d) {
     if (d->owned) {
         free(d->x);
         free(d->y);
+        free(d->t);
     }
     memset(d, 0, sizeof *d);
 }

@@ -176,6 +176,17 @@ START_TEST(list_literals) {
 }
 END_TEST
 
+START_TEST(training_statements) {
+    ASSERT_AST("data fashion_mnist(classes=[7, 9])\nmetric acc = accuracy(p, y)\nfreeze c1, c2.W\n"
+               "pretrained \"lenet.safetensors\" c1, c2\npretrained \"all.safetensors\"\n",
+               "(data (call fashion_mnist (classes= (list 7 9))))\n"
+               "(metric acc (call accuracy p y))\n"
+               "(freeze c1 c2.W)\n"
+               "(pretrained \"lenet.safetensors\" c1 c2)\n"
+               "(pretrained \"all.safetensors\")\n");
+}
+END_TEST
+
 START_TEST(one_line_and_empty_defs) {
     ASSERT_AST("def f(x) { return relu(x) }\n"
                "def g() {}\n"
@@ -752,6 +763,7 @@ static Suite *parser_suite(void) {
     tcase_add_test(valid, example_lenet);
     tcase_add_test(valid, example_tensor_level);
     tcase_add_test(valid, list_literals);
+    tcase_add_test(valid, training_statements);
     tcase_add_test(valid, one_line_and_empty_defs);
     tcase_add_test(valid, multi_line_def_body);
     tcase_add_test(valid, multi_line_calls);
