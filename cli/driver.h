@@ -155,6 +155,7 @@ typedef struct TrainConfig {
 typedef struct TrainResult {
     int64_t epochs, best_epoch;
     double val_loss, val_score;   /* of the best epoch; score: accuracy, or -loss */
+    bool has_accuracy;            /* the task has an accuracy (else the score is -loss) */
     double test_loss, test_accuracy; /* accuracy < 0: the task has none */
     double seconds;
 } TrainResult;

@@ -12,6 +12,7 @@ static void usage(FILE *out) {
           "       nnc train FILE.nn [--epochs N] [--batch N] [--lr X] [--save CKPT] [--load CKPT] ...\n"
           "       nnc eval FILE.nn --load CKPT [--split t10k|train]\n"
           "       nnc predict FILE.nn --load CKPT [--first I] [--count N]\n"
+          "       nnc tune FILE.nn --param lr=1e-4..1e-1:log --param batch=32,64 [--trials N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
@@ -25,6 +26,7 @@ static void usage(FILE *out) {
           "  train    JIT-compile and train on Fashion-MNIST (or MNIST-format data)\n"
           "  eval     loss and accuracy of a checkpoint on a data set\n"
           "  predict  class probabilities of a checkpoint for examples of a data set\n"
+          "  tune     random search over hyper-parameters, scored on validation data\n"
           "  check    compare every parameter's derived gradient with finite differences\n"
           "  help     show the options of a command\n"
           "\n"
@@ -38,9 +40,10 @@ static int help(const char *topic) {
     else if (strcmp(topic, "check") == 0) usage_check(stdout);
     else if (strcmp(topic, "eval") == 0) usage_eval(stdout);
     else if (strcmp(topic, "predict") == 0) usage_predict(stdout);
+    else if (strcmp(topic, "tune") == 0) usage_tune(stdout);
     else if (strcmp(topic, "compile") == 0 || strcmp(topic, "emit") == 0) usage_emit(stdout);
     else {
-        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, check\n", topic);
+        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, tune, check\n", topic);
         return 2;
     }
     return 0;
@@ -84,5 +87,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
+    if (strcmp(cmd, "tune") == 0) return cmd_tune(argc - 1, argv + 1);
     return cmd_emit(argc, argv);
 }

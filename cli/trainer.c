@@ -259,6 +259,7 @@ static int run(Loop *L, TrainResult *r) {
         Scores v = {0, -1};
         if (val->n) v = evaluate(L, val);
         double score = v.accuracy >= 0 ? v.accuracy : -v.loss;
+        r->has_accuracy = v.accuracy >= 0;
         bool better = val->n && score > best_score;
         if (better) {
             best_score = score;

@@ -1211,10 +1211,16 @@ static void resolve_name_lists(Lower *L) {
         bool freeze = s->kind == ST_FREEZE;
         for (int i = 0; i < s->nparams; i++) {
             if (mark_params(L, s->params[i], freeze ? NF_FROZEN : 0) > 0) continue;
-            const char **names = ARENA_ARRAY(L->a, const char *, L->g->n + 1);
+            /* candidates: every param, and every layer (a param's name up to its last dot) */
+            const char **names = ARENA_ARRAY(L->a, const char *, 2 * L->g->n + 1);
             int n = 0;
-            for (int j = 0; j < L->g->n; j++)
-                if (L->g->nodes[j].op == OP_PARAM) names[n++] = L->g->nodes[j].name;
+            for (int j = 0; j < L->g->n; j++) {
+                const char *pname = L->g->nodes[j].name;
+                if (L->g->nodes[j].op != OP_PARAM) continue;
+                names[n++] = pname;
+                const char *dot = strrchr(pname, '.');
+                if (dot) names[n++] = arena_strndup(L->a, pname, (size_t)(dot - pname));
+            }
             const char *near = closest_name(s->params[i], names, n);
             if (near)
                 diag_error(L->d, s->param_spans[i], "no parameter or layer '%s'; did you mean '%s'?", s->params[i],

@@ -173,9 +173,11 @@ const char *closest_name(const char *name, const char *const *candidates, int n)
         }
     }
     /* A typo changes a few characters; more than a third of the word is a different word. */
-    int limit = (int)strlen(name) / 3 + 1;
+    int len = (int)strlen(name);
+    int limit = len / 3 + 1;
     if (limit > 3) limit = 3;
-    if (best_d <= limit) return best;
+    /* ... and it keeps at least one character: any one letter is one edit from 'z'. */
+    if (best_d <= limit && best_d < len) return best;
     /* An abbreviation or its spelling out: "act" for "activation", or back. */
     for (int i = 0; i < n; i++) {
         size_t a = strlen(name), b = strlen(candidates[i]), shorter = a < b ? a : b;

@@ -1,6 +1,7 @@
 /* test_runtime.c - the runtime library: the random number generator (its
  * exact values are part of the contract with generated code), IDX loading
  * with its error paths, batching and accuracy. */
+#include "runtime/augment.h"
 #include "runtime/data.h"
 #include "runtime/nnrt.h"
 #include "runtime/rng.h"
@@ -196,6 +197,52 @@ START_TEST(test_sgemm_transposes) {
 }
 END_TEST
 
+/* A 3x4 image with distinct values, flipped and shifted by hand. */
+START_TEST(test_augment_geometry) {
+    float img[12], scratch[12];
+    for (int i = 0; i < 12; i++) img[i] = (float)(i + 1);
+    /* find a key whose first image is flipped but not shifted, by the generator's own rule */
+    uint64_t key = 0;
+    while (!nnrt_rand_below(key, 0, 2)) key++;
+    rt_augment(img, 1, 1, 3, 4, RT_AUG_FLIP, 0, key, scratch);
+    const float flipped[12] = {4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9};
+    ck_assert_mem_eq(img, flipped, sizeof img);
+
+    /* a shift moves the picture and fills with zeros; the same key does the same */
+    float a[12], b[12];
+    for (int i = 0; i < 12; i++) a[i] = b[i] = (float)(i + 1);
+    rt_augment(a, 1, 1, 3, 4, RT_AUG_SHIFT, 1, 77, scratch);
+    rt_augment(b, 1, 1, 3, 4, RT_AUG_SHIFT, 1, 77, scratch);
+    ck_assert_mem_eq(a, b, sizeof a);
+    int64_t dx = (int64_t)nnrt_rand_below(77, 1, 3) - 1, dy = (int64_t)nnrt_rand_below(77, 2, 3) - 1;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) {
+            int si = i - (int)dy, sj = j - (int)dx;
+            float want = si >= 0 && si < 3 && sj >= 0 && sj < 4 ? (float)(si * 4 + sj + 1) : 0.0f;
+            ck_assert_float_eq(a[i * 4 + j], want);
+        }
+}
+END_TEST
+
+START_TEST(test_select_classes) {
+    float x[5] = {0, 1, 2, 3, 4};
+    int32_t y[5] = {7, 1, 9, 7, 0};
+    RtDataset d = {.n = 5, .features = 1, .x = x, .y = y, .nclasses = 10}, s;
+    char err[256];
+    ck_assert_int_eq(rt_dataset_select_classes(&s, &d, (int64_t[]){9, 7}, 2, err, sizeof err), 0);
+    ck_assert_int_eq(s.n, 3);
+    ck_assert_int_eq(s.nclasses, 2);
+    /* in order, relabelled by position in the list: 7 -> 1, 9 -> 0 */
+    ck_assert_float_eq(s.x[0], 0);
+    ck_assert_int_eq(s.y[0], 1);
+    ck_assert_int_eq(s.y[1], 0);
+    ck_assert_float_eq(s.x[2], 3);
+    rt_dataset_free(&s);
+    ck_assert_int_eq(rt_dataset_select_classes(&s, &d, (int64_t[]){3, 12}, 2, err, sizeof err), -1);
+    ck_assert_str_eq(err, "class 12 is not in the data (its labels are 0 to 9)");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("runtime");
     TCase *rng = tcase_create("rng");
@@ -209,6 +256,8 @@ int main(void) {
     tcase_add_test(data, test_idx_errors);
     tcase_add_test(data, test_count_correct);
     tcase_add_test(data, test_sgemm_transposes);
+    tcase_add_test(data, test_augment_geometry);
+    tcase_add_test(data, test_select_classes);
     suite_add_tcase(s, data);
     return run_suite(s);
 }
