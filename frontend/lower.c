@@ -998,7 +998,64 @@ static void parse_schedule(Lower *L, const Expr *e, TrainSpec *ts) {
         diag_error(L->d, e->span, "%s: every and gamma must be positive", e->text);
 }
 
-/* train sgd(lr=0.1, momentum=0.9) batch 64 epochs 5 schedule cosine */
+/* The arguments of each optimizer, indexed by OptimizerKind. The defaults
+ * are torch.optim's (sgd's lr aside, which PyTorch requires). */
+#define REAL(name, v) {name, A_REAL, false, v}
+#define NESTEROV {"nesterov", A_BOOL, false, 0}
+#define BETAS_EPS REAL("beta1", 0.9), REAL("beta2", 0.999), REAL("eps", 1e-8)
+static const ParamSpec optimizer_params[OPT_COUNT][MAX_PARAMS] = {
+    [OPT_SGD] = {REAL("lr", 0.01), REAL("momentum", 0), REAL("weight_decay", 0), NESTEROV},
+    [OPT_MOMENTUM] = {REAL("lr", 0.01), REAL("momentum", 0.9), REAL("weight_decay", 0), NESTEROV},
+    [OPT_ADAGRAD] = {REAL("lr", 0.01), REAL("eps", 1e-10), REAL("weight_decay", 0)},
+    [OPT_RMSPROP] = {REAL("lr", 0.01), REAL("rho", 0.99), REAL("eps", 1e-8), REAL("weight_decay", 0)},
+    [OPT_ADAM] = {REAL("lr", 1e-3), BETAS_EPS, REAL("weight_decay", 0)},
+    [OPT_ADAMW] = {REAL("lr", 1e-3), BETAS_EPS, REAL("weight_decay", 0.01)},
+};
+#undef REAL
+#undef NESTEROV
+#undef BETAS_EPS
+
+/* The value of the optimizer's argument `name` into *out, if it has one;
+ * returns its index, or -1. */
+static int optimizer_arg(const Args *a, const char *name, double *out) {
+    for (int k = 0; k < a->n; k++)
+        if (strcmp(a->spec[k].name, name) == 0) {
+            *out = a->num[k];
+            return k;
+        }
+    return -1;
+}
+
+/* Reports a hyper-parameter outside its range: positive for lr and eps,
+ * [0, 1) for momentum, rho and the betas, at least 0 for the weight decay. */
+static void check_hypers(Lower *L, const Args *a) {
+    static const char *const unit[] = {"momentum", "rho", "beta1", "beta2"};
+    double v;
+    int k;
+    if ((k = optimizer_arg(a, "lr", &v)) >= 0 && !(v > 0))
+        diag_error(L->d, a->span[k], "%s: 'lr' (the learning rate) must be positive, not %g", a->callee, v);
+    for (size_t i = 0; i < sizeof unit / sizeof unit[0]; i++)
+        if ((k = optimizer_arg(a, unit[i], &v)) >= 0 && !(v >= 0 && v < 1))
+            diag_error(L->d, a->span[k], "%s: '%s' must be in [0, 1), not %g", a->callee, unit[i], v);
+    if ((k = optimizer_arg(a, "eps", &v)) >= 0 && !(v > 0))
+        diag_error(L->d, a->span[k], "%s: 'eps' must be positive, not %g", a->callee, v);
+    if ((k = optimizer_arg(a, "weight_decay", &v)) >= 0 && !(v >= 0))
+        diag_error(L->d, a->span[k], "%s: 'weight_decay' must not be negative, not %g", a->callee, v);
+}
+
+/* A train option that takes a positive number (clip_norm 1.0). */
+static bool option_positive(Lower *L, const Arg *o, double *out) {
+    double v;
+    bool is_int;
+    if (!literal_number(o->value, &v, &is_int) || !(v > 0)) {
+        diag_error(L->d, o->value->span, "%s must be a positive number", o->name);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* train sgd(lr=0.1, momentum=0.9) batch 64 epochs 5 schedule cosine clip_norm 1 */
 static void exec_train(Lower *L, const Stmt *s) {
     if (L->have_train) {
         diag_error(L->d, s->span, "a model has one train statement");
@@ -1009,39 +1066,48 @@ static void exec_train(Lower *L, const Stmt *s) {
     ts->span = s->span;
     const Expr *opt = s->value;
     const char *name = opt->text;
-    static const ParamSpec sgd[] = {{"lr", A_REAL, false, 0.01}, {"momentum", A_REAL, false, 0}, {0}};
-    static const ParamSpec momentum[] = {{"lr", A_REAL, false, 0.01}, {"momentum", A_REAL, false, 0.9}, {0}};
-    static const ParamSpec adam[] = {{"lr", A_REAL, false, 1e-3}, {"beta1", A_REAL, false, 0.9},
-                                     {"beta2", A_REAL, false, 0.999}, {"eps", A_REAL, false, 1e-8}, {0}};
-    const ParamSpec *spec;
     if (opt->kind != EX_NAME && opt->kind != EX_CALL) {
         diag_error(L->d, opt->span, "train expects an optimizer, as in train sgd(lr=0.1)");
         return;
     }
-    if (strcmp(name, "sgd") == 0) spec = sgd, ts->optimizer = OPT_SGD;
-    else if (strcmp(name, "momentum") == 0) spec = momentum, ts->optimizer = OPT_MOMENTUM;
-    else if (strcmp(name, "adam") == 0) spec = adam, ts->optimizer = OPT_ADAM;
-    else {
+    int kind;
+    for (kind = 0; kind < OPT_COUNT; kind++)
+        if (strcmp(name, optimizer_names[kind]) == 0) break;
+    if (kind == OPT_COUNT) {
         suggest(L, opt->kind == EX_CALL ? opt->name_span : opt->span, "optimizer", name, optimizer_names, OPT_COUNT);
         return;
     }
     Args a;
     Expr bare = *opt;
     if (opt->kind == EX_NAME) bare.nargs = 0;
-    if (!bind_args(L, &bare, spec, &a)) return;
-    ts->lr = a.num[0];
-    if (ts->optimizer == OPT_SGD && a.num[1] != 0) ts->optimizer = OPT_MOMENTUM, ts->momentum = a.num[1];
-    if (ts->optimizer == OPT_MOMENTUM && spec == momentum) ts->momentum = a.num[1];
-    if (ts->optimizer == OPT_ADAM) ts->beta1 = a.num[1], ts->beta2 = a.num[2], ts->eps = a.num[3];
-    if (ts->lr <= 0) diag_error(L->d, a.span[0], "the learning rate must be positive");
+    if (bind_args(L, &bare, optimizer_params[kind], &a)) {
+        ts->optimizer = (OptimizerKind)kind;
+        optimizer_arg(&a, "lr", &ts->lr);
+        optimizer_arg(&a, "momentum", &ts->momentum);
+        optimizer_arg(&a, "beta1", &ts->beta1);
+        optimizer_arg(&a, "beta2", &ts->beta2);
+        optimizer_arg(&a, "eps", &ts->eps);
+        optimizer_arg(&a, "rho", &ts->rho);
+        optimizer_arg(&a, "weight_decay", &ts->weight_decay);
+        double nesterov = 0;
+        int k = optimizer_arg(&a, "nesterov", &nesterov);
+        ts->nesterov = nesterov != 0;
+        /* sgd with a momentum is the momentum optimizer. */
+        if (kind == OPT_SGD && ts->momentum != 0) ts->optimizer = OPT_MOMENTUM;
+        check_hypers(L, &a);
+        if (ts->nesterov && ts->momentum == 0)
+            diag_error(L->d, a.span[k], "%s: nesterov needs a momentum, as in %s(lr=0.1, momentum=0.9, "
+                       "nesterov=true)", name, name);
+    }
 
-    static const char *const known[] = {"batch", "epochs", "schedule"};
+    static const char *const known[] = {"batch", "epochs", "schedule", "clip_norm"};
     for (int i = 0; i < s->nopts; i++) {
         const Arg *o = &s->opts[i];
         if (strcmp(o->name, "batch") == 0) option_int(L, o, 1, &ts->batch);
         else if (strcmp(o->name, "epochs") == 0) option_int(L, o, 1, &ts->epochs);
         else if (strcmp(o->name, "schedule") == 0) parse_schedule(L, o->value, ts);
-        else unknown_option(L, o, "train", known, 3);
+        else if (strcmp(o->name, "clip_norm") == 0) option_positive(L, o, &ts->clip_norm);
+        else unknown_option(L, o, "train", known, 4);
     }
 }
 

@@ -93,7 +93,10 @@ const char *const schedule_names[SCHED_COUNT] = {
 const char *const optimizer_names[OPT_COUNT] = {
     [OPT_SGD] = "sgd",
     [OPT_MOMENTUM] = "momentum",
+    [OPT_ADAGRAD] = "adagrad",
+    [OPT_RMSPROP] = "rmsprop",
     [OPT_ADAM] = "adam",
+    [OPT_ADAMW] = "adamw",
 };
 
 /* ---- graphs ---------------------------------------------------------------------- */
@@ -209,8 +212,8 @@ Module *module_new(Arena *a, const Source *src) {
     m->name = "model";
     m->model = graph_new(a, "model");
     m->train_spec = (TrainSpec){
-        .optimizer = OPT_SGD, .lr = 0.01, .momentum = 0.9, .beta1 = 0.9, .beta2 = 0.999,
-        .eps = 1e-8, .schedule = SCHED_CONSTANT, .every = 1, .gamma = 0.1, .batch = 32, .epochs = 1,
+        .optimizer = OPT_SGD, .lr = 0.01, .momentum = 0.9, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+        .rho = 0.99, .schedule = SCHED_CONSTANT, .every = 1, .gamma = 0.1, .batch = 32, .epochs = 1,
         .span = SPAN_NONE,
     };
     m->data = (DataSpec){.kind = DATA_FASHION_MNIST, .header = true, .test_fraction = 0.2, .span = SPAN_NONE};

@@ -149,7 +149,8 @@ typedef struct StateSlot {
     double init_arg, fan_in, fan_out;
 } StateSlot;
 
-typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM, OPT_COUNT } OptimizerKind;
+/* The update of each is written out in passes/optimizer.c. */
+typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAGRAD, OPT_RMSPROP, OPT_ADAM, OPT_ADAMW, OPT_COUNT } OptimizerKind;
 extern const char *const optimizer_names[OPT_COUNT];
 
 /* Learning-rate schedules, as functions of the epoch e = step / steps_per_epoch:
@@ -163,7 +164,10 @@ extern const char *const schedule_names[SCHED_COUNT];
 /* The `train` statement, after command-line overrides. */
 typedef struct TrainSpec {
     OptimizerKind optimizer;
-    double lr, momentum, beta1, beta2, eps;
+    double lr, momentum, beta1, beta2, eps, rho;
+    bool nesterov;       /* momentum: Nesterov's form of the step */
+    double weight_decay; /* adamw: decoupled; the others: L2, added to the gradient; 0 for none */
+    double clip_norm;    /* the largest global 2-norm of the gradients; 0 for no clipping */
     ScheduleKind schedule;
     double every, gamma, min_lr; /* the schedule's parameters */
     int64_t batch, epochs;
