@@ -226,16 +226,24 @@ static int slot_class(uint32_t flags) {
     return 0;
 }
 
+/* Every param of the model graph (declared, whatever reads it), then those
+ * the passes added to the train graph (the optimizer's state). */
+static const Node *state_param_at(const Module *m, int k) {
+    if (k < m->model->n) return &m->model->nodes[k];
+    const Node *n = &m->train->nodes[k - m->model->n];
+    return n->op == OP_PARAM && graph_find_leaf(m->model, OP_PARAM, n->name) < 0 ? n : NULL;
+}
+
 void module_layout_state(Module *m) {
-    const Graph *g = m->train ? m->train : m->model;
+    int total = m->model->n + (m->train ? m->train->n : 0);
     m->nslots = 0;
     int64_t offset = 0;
     /* Parameters first (a deployed model needs only this prefix), then the
      * optimizer's moments, then hyper-parameters. */
     for (int cls = 0; cls < 3; cls++) {
-        for (int i = 0; i < g->n; i++) {
-            const Node *n = &g->nodes[i];
-            if (n->op != OP_PARAM || slot_class(n->flags) != cls) continue;
+        for (int k = 0; k < total; k++) {
+            const Node *n = state_param_at(m, k);
+            if (!n || n->op != OP_PARAM || slot_class(n->flags) != cls) continue;
             int64_t c0, c1;
             type_numel(&n->type, &c0, &c1);
             NNC_ASSERT(c1 == 0);

@@ -47,6 +47,7 @@
 typedef struct OptCtx {
     Module *m;
     Graph *g;
+    Diag *d;
     Span span;
 } OptCtx;
 
@@ -63,6 +64,11 @@ static int constant(OptCtx *c, double v) { return emit(c, OP_CONST, 0, NULL, (do
 
 /* A state tensor of the optimizer, initialised to `init_value`. */
 static int state_param(OptCtx *c, const char *name, IrType type, uint32_t flags, double init_value) {
+    /* The names are the optimizer's; a parameter of the model may not take one. */
+    int taken = graph_find_leaf(c->g, OP_PARAM, name);
+    if (taken >= 0)
+        diag_error(c->d, c->g->nodes[taken].span, "'%s' is the name of the %s optimizer's state; rename this parameter",
+                   name, optimizer_names[c->m->train_spec.optimizer]);
     InitKind kind = init_value == 0 ? INIT_ZEROS : INIT_CONST;
     int id = graph_add(c->g, OP_PARAM, 0, NULL, (double[]){kind, init_value, 0, 0}, c->span);
     Node *n = &c->g->nodes[id];
@@ -241,7 +247,6 @@ static void update(OptCtx *c, const Hypers *h, const Trained *t) {
 }
 
 bool pass_optimizer(Module *m, Diag *d) {
-    (void)d;
     if (!m->grad) {
         module_layout_state(m);
         return true;
@@ -249,7 +254,7 @@ bool pass_optimizer(Module *m, Diag *d) {
     Graph *g = graph_clone(m->arena, m->grad, "train_step");
     m->train = g;
     const TrainSpec *ts = &m->train_spec;
-    OptCtx c = {.m = m, .g = g, .span = ts->span};
+    OptCtx c = {.m = m, .g = g, .d = d, .span = ts->span};
 
     /* opt.step counts the steps taken; the schedule reads it as it was
      * before this step, Adam's bias correction as t = step + 1. */
