@@ -251,6 +251,18 @@ static void grad_conv2d(AdCtx *c, int id, int dy) {
     }
 }
 
+static void grad_maxpool2d(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, op2a(c, OP_MAXPOOL2D_GRAD, n.in[0], dy, n.attr));
+}
+
+static void grad_avgpool2d(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    const IrType *tx = type_of(c, n.in[0]);
+    double attr[] = {n.attr[0], n.attr[1], n.attr[2], n.attr[3], (double)tx->dim[2], (double)tx->dim[3]};
+    accumulate(c, id, 0, op1a(c, OP_AVGPOOL2D_GRAD, dy, attr));
+}
+
 static const GradFn grad_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = grad,
 #define OP(e, name, arity, flags, attrs, shape, grad, lower) [OP_##e] = grad,

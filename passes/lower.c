@@ -632,6 +632,100 @@ static void lower_conv2d_grad_input(LowerCtx *c, int id) {
     if (!conv_is_pointwise(&g)) col2im_kernel(c, id, &g, dcol, &tcol);
 }
 
+/* ---- pooling ------------------------------------------------------------------------------
+ * Windows of (kh, kw) moving by (sh, sw), without padding, on each channel:
+ * the geometry of a convolution with as many filters as channels. */
+
+/* x: the input's type, y: the output's; attrs kh kw sh sw from n. */
+static ConvGeom pool_geom(LowerCtx *c, const Node *n, const IrType *x, const IrType *y) {
+    return (ConvGeom){.batch = dim_expr(c->a, x->dim[0]), .c = x->dim[1], .h = x->dim[2], .w = x->dim[3],
+                      .f = x->dim[1], .kh = (int64_t)n->attr[0], .kw = (int64_t)n->attr[1],
+                      .sh = (int64_t)n->attr[2], .sw = (int64_t)n->attr[3], .ho = y->dim[2], .wo = y->dim[3]};
+}
+
+/* x[n, c, oh*sh + i, ow*sw + j]: element (i, j) of window (oh, ow). */
+static Kx *window_load(LowerCtx *c, int x, const ConvGeom *g, Kx *n, Kx *ch, Kx *oh, Kx *ow, Kx *i, Kx *j) {
+    Arena *a = c->a;
+    Kx *h = BIN(ADD, BIN(MUL, oh, I(g->sh)), i), *w = BIN(ADD, BIN(MUL, ow, I(g->sw)), j);
+    return kx_load(c->p, c->buf[x], linear_index(a, &node(c, x)->type, (Kx *[]){n, ch, h, w}));
+}
+
+/* y[n, c, oh, ow] = the max / the mean of window (oh, ow) of channel c */
+static void lower_pool(LowerCtx *c, int id, bool max) {
+    Arena *a = c->a;
+    const Node *n = node(c, id);
+    ConvGeom g = pool_geom(c, n, &node(c, n->in[0])->type, &n->type);
+    Kx *v[4], *k[2]; /* n, c, oh, ow; i, j */
+    Kx *ext[4] = {g.batch, I(g.c), I(g.ho), I(g.wo)}, *kext[2] = {I(g.kh), I(g.kw)};
+    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
+    int s = kprog_new_local(c->p);
+    ks_decl(a, body, s, kx_real(a, max ? -INFINITY : 0));
+    KsBlock *inner = loops(c, body, kext, 2, k, false);
+    ks_update(a, inner, s, max ? KX_MAX : KX_ADD, window_load(c, n->in[0], &g, v[0], v[1], v[2], v[3], k[0], k[1]));
+    Kx *value = max ? kx_local(a, s) : BIN(MUL, kx_local(a, s), kx_real(a, 1.0 / (double)(g.kh * g.kw)));
+    ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), value, false);
+}
+
+static void lower_maxpool2d(LowerCtx *c, int id) { lower_pool(c, id, true); }
+static void lower_avgpool2d(LowerCtx *c, int id) { lower_pool(c, id, false); }
+
+/* Opens, inside the loops over dx's elements v (n, c, h, w), the loops over
+ * the windows that cover (h, w); sets oh, ow; returns their body. */
+static KsBlock *covering_loops(LowerCtx *c, KsBlock *body, const ConvGeom *g, Kx *const *v, Kx **oh, Kx **ow) {
+    Arena *a = c->a;
+    Kx *lo[2], *count[2], *o[2];
+    covering_windows(a, v[2], 0, g->kh, g->sh, g->ho, &lo[0], &count[0]);
+    covering_windows(a, v[3], 0, g->kw, g->sw, g->wo, &lo[1], &count[1]);
+    KsBlock *inner = loops(c, body, count, 2, o, false);
+    *oh = BIN(ADD, lo[0], o[0]);
+    *ow = BIN(ADD, lo[1], o[1]);
+    return inner;
+}
+
+/* dx[n, c, h, w] = sum of dy[n, c, oh, ow] / (kh kw) over the windows that cover (h, w) */
+static void lower_avgpool2d_grad(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id), *dy = node(c, n->in[0]);
+    ConvGeom g = pool_geom(c, n, &n->type, &dy->type);
+    Kx *v[4], *oh, *ow;
+    Kx *ext[4] = {g.batch, I(g.c), I(g.h), I(g.w)};
+    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
+    int s = kprog_new_local(c->p);
+    ks_decl(a, body, s, kx_real(a, 0));
+    KsBlock *inner = covering_loops(c, body, &g, v, &oh, &ow);
+    ks_update(a, inner, s, KX_ADD, kx_load(c->p, c->buf[n->in[0]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow})));
+    Kx *value = BIN(MUL, kx_local(a, s), kx_real(a, 1.0 / (double)(g.kh * g.kw)));
+    ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), value, false);
+}
+
+/* dx[n, c, h, w] = sum of dy[n, c, oh, ow] over the windows (oh, ow) whose
+ * first maximum (row by row) is at (h, w). That is the case when every
+ * element of the window is <= x[n, c, h, w], and those before it are <.
+ * A gather: each element of dx is written by its own iteration. */
+static void lower_maxpool2d_grad(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id), *dy = node(c, n->in[1]);
+    ConvGeom g = pool_geom(c, n, &n->type, &dy->type);
+    Kx *v[4], *k[2], *oh, *ow; /* n, c, h, w; i, j */
+    Kx *ext[4] = {g.batch, I(g.c), I(g.h), I(g.w)}, *kext[2] = {I(g.kh), I(g.kw)};
+    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
+    int xv = kprog_new_local(c->p), s = kprog_new_local(c->p), beaten = kprog_new_local(c->p);
+    ks_decl(a, body, xv, kx_load(c->p, c->buf[n->in[0]], linear_index(a, &n->type, v)));
+    ks_decl(a, body, s, kx_real(a, 0));
+    KsBlock *win = covering_loops(c, body, &g, v, &oh, &ow);
+    /* (h, w) is element q of the window; `beaten` becomes 1 if another one wins */
+    Kx *q = BIN(ADD, BIN(MUL, BIN(SUB, v[2], BIN(MUL, oh, I(g.sh))), I(g.kw)), BIN(SUB, v[3], BIN(MUL, ow, I(g.sw))));
+    ks_decl(a, win, beaten, kx_real(a, 0));
+    KsBlock *inner = loops(c, win, kext, 2, k, false);
+    Kx *other = window_load(c, n->in[0], &g, v[0], v[1], oh, ow, k[0], k[1]), *mine = kx_local(a, xv);
+    Kx *before = kx_cmp(a, KX_LT, BIN(ADD, BIN(MUL, k[0], I(g.kw)), k[1]), q);
+    Kx *wins = kx_select(a, before, kx_cmp(a, KX_GE, other, mine), kx_cmp(a, KX_GT, other, mine));
+    ks_update(a, inner, beaten, KX_MAX, kx_select(a, wins, kx_real(a, 1), kx_real(a, 0)));
+    Kx *grad = kx_load(c->p, c->buf[n->in[1]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow}));
+    ks_update(a, win, s, KX_ADD, kx_select(a, kx_cmp(a, KX_EQ, kx_local(a, beaten), kx_real(a, 0)), grad, kx_real(a, 0)));
+    ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), kx_local(a, s), false);
+}
+
 #undef I
 
 static const LowerFn lower_rules[OP_COUNT] = {

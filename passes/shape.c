@@ -285,6 +285,49 @@ static bool shape_conv2d_grad_weight(Graph *g, Node *n, Diag *d) {
     return true;
 }
 
+/* The output size of a pooling window (attrs kh kw sh sw) over an (h, w) input. */
+static bool pool_out(Node *n, int64_t h, int64_t w, int64_t *ho, int64_t *wo, Diag *d) {
+    int64_t kh = (int64_t)n->attr[0], kw = (int64_t)n->attr[1], sh = (int64_t)n->attr[2], sw = (int64_t)n->attr[3];
+    if (window_out(h, kh, sh, 0, ho) && window_out(w, kw, sw, 0, wo)) return true;
+    diag_error(d, n->span, "%s: a %lldx%lld window with stride (%lld, %lld) does not fit a %lldx%lld input",
+               op_info(n->op)->name, (long long)kh, (long long)kw, (long long)sh, (long long)sw, (long long)h,
+               (long long)w);
+    return false;
+}
+
+/* x [N,C,H,W] -> [N,C,Ho,Wo] */
+static bool shape_pool2d(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d)) return false;
+    const IrType *x = in_type(g, n, 0);
+    int64_t ho, wo;
+    if (!pool_out(n, x->dim[2], x->dim[3], &ho, &wo, d)) return false;
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){x->dim[0], x->dim[1], ho, wo});
+    return true;
+}
+
+/* x [N,C,H,W], dy [N,C,Ho,Wo] -> dx [N,C,H,W] */
+static bool shape_maxpool2d_grad(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d) || !require_nchw(g, n, 1, d)) return false;
+    const IrType *x = in_type(g, n, 0), *dy = in_type(g, n, 1);
+    int64_t ho, wo;
+    if (!pool_out(n, x->dim[2], x->dim[3], &ho, &wo, d)) return false;
+    if (dy->dim[0] != x->dim[0] || dy->dim[1] != x->dim[1] || dy->dim[2] != ho || dy->dim[3] != wo)
+        NNC_BUG("maxpool2d_grad: the gradient does not match the input");
+    n->type = *x;
+    return true;
+}
+
+/* dy [N,C,Ho,Wo] -> dx [N,C,h,w] (h, w: attrs 4, 5) */
+static bool shape_avgpool2d_grad(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d)) return false;
+    const IrType *dy = in_type(g, n, 0);
+    int64_t h = (int64_t)n->attr[4], w = (int64_t)n->attr[5], ho, wo;
+    if (!pool_out(n, h, w, &ho, &wo, d)) return false;
+    if (dy->dim[2] != ho || dy->dim[3] != wo) NNC_BUG("avgpool2d_grad: the gradient does not match the input");
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){dy->dim[0], dy->dim[1], h, w});
+    return true;
+}
+
 static bool shape_assign(Graph *g, Node *n, Diag *d) {
     (void)d;
     if (!type_equal(in_type(g, n, 0), in_type(g, n, 1))) NNC_BUG("assign of a value of another shape");
