@@ -263,6 +263,12 @@ static void grad_avgpool2d(AdCtx *c, int id, int dy) {
     accumulate(c, id, 0, op1a(c, OP_AVGPOOL2D_GRAD, dy, attr));
 }
 
+/* dx = dy through the forward pass's mask, drawn again from the same key. */
+static void grad_dropout(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, emit(c, OP_DROPOUT_GRAD, 3, (int32_t[]){dy, n.in[1], n.in[2]}, n.attr));
+}
+
 static const GradFn grad_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = grad,
 #define OP(e, name, arity, flags, attrs, shape, grad, lower) [OP_##e] = grad,

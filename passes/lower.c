@@ -726,6 +726,37 @@ static void lower_maxpool2d_grad(LowerCtx *c, int id) {
     ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), kx_local(a, s), false);
 }
 
+/* ---- dropout --------------------------------------------------------------------------------- */
+
+/* The key of a dropout mask: rng.seed (24 bits), opt.step mod 2^24 and the
+ * node's stream number (12 bits) packed into 60 bits, so that every (seed,
+ * step, stream) has masks of its own and the key stays inside int64. */
+static Kx *dropout_key(LowerCtx *c, const Node *n) {
+    Arena *a = c->a;
+    Kx *seed = kx_toint(a, BIN(MOD, load_flat(c, n->in[1], I(0)), R(1 << 24)));
+    Kx *step = kx_toint(a, BIN(MOD, load_flat(c, n->in[2], I(0)), R(1 << 24)));
+    Kx *key = BIN(ADD, BIN(MUL, seed, I((int64_t)1 << 24)), step);
+    NNC_ASSERT(n->attr[1] >= 0 && n->attr[1] < IR_DROPOUT_STREAMS);
+    return BIN(ADD, BIN(MUL, key, I(IR_DROPOUT_STREAMS)), I((int64_t)n->attr[1]));
+}
+
+/* y[i] = x[i] / (1 - rate) where rand(key, i) >= rate, else 0 (dropout, and
+ * its gradient with dy for x). A uniform number and the rate compare alike
+ * in f32 and f64: the numbers have 24 bits, and rounding the rate to f32
+ * never moves it past one of them. */
+static void lower_dropout(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id);
+    double rate = n->attr[0];
+    KsBlock *blk = new_loop_kernel(c, id);
+    int v = kprog_new_var(c->p);
+    Ks *f = ks_for(a, blk, v, numel_expr(a, &n->type), true);
+    Kx *i = kx_var(a, v);
+    Kx *keep = kx_cmp(a, KX_GE, kx_rand(a, dropout_key(c, n), i), R(rate));
+    Kx *scaled = BIN(MUL, load_flat(c, n->in[0], i), R(1 / (1 - rate)));
+    ks_store(a, &f->body, c->buf[id], i, kx_select(a, keep, scaled, R(0)), false);
+}
+
 #undef I
 
 static const LowerFn lower_rules[OP_COUNT] = {
@@ -865,6 +896,10 @@ static Kx *init_value(Arena *a, const StateSlot *s, Kx *i) {
     case INIT_XAVIER_NORMAL: std = sqrt(2.0 / (fi + fo)); break;
     case INIT_HE_UNIFORM: bound = sqrt(6.0 / fi); break;
     case INIT_HE_NORMAL: std = sqrt(2.0 / fi); break;
+    case INIT_SEED: { /* seed mod 2^24, in [0, 2^24) also for seeds past INT64_MAX (negative as int) */
+        Kx *m = kx_int(a, 1 << 24);
+        return kx_toreal(a, kx_bin(a, KX_MOD, kx_bin(a, KX_ADD, kx_bin(a, KX_MOD, kx_seed(a), m), m), m));
+    }
     default: NNC_BUG("init kind %d", (int)s->init);
     }
     if (bound > 0) /* bound * (2u - 1) */

@@ -328,6 +328,16 @@ static bool shape_avgpool2d_grad(Graph *g, Node *n, Diag *d) {
     return true;
 }
 
+/* x, seed, step -> x's type */
+static bool shape_dropout(Graph *g, Node *n, Diag *d) {
+    if (!require_f32(g, n, 0, d)) return false;
+    for (int k = 1; k < 3; k++)
+        if (in_type(g, n, k)->rank != 0 || in_type(g, n, k)->dtype != DT_F32)
+            NNC_BUG("%s: the seed and the step are scalars", op_info(n->op)->name);
+    n->type = *in_type(g, n, 0);
+    return true;
+}
+
 static bool shape_assign(Graph *g, Node *n, Diag *d) {
     (void)d;
     if (!type_equal(in_type(g, n, 0), in_type(g, n, 1))) NNC_BUG("assign of a value of another shape");
