@@ -355,13 +355,15 @@ static bool bind_pair(Lower *L, Args *args, int k, const Expr *e) {
         const char *what = arena_printf(L->a, "%s: '%s'", args->callee, name);
         if (e->nargs == 2 && int_list(L, e, what, 0, MAX_DIM, args->pair[k], 2, &n)) return true;
         if (e->nargs != 2)
-            diag_error(L->d, e->span, "%s: '%s' takes two integers [h, w], or one for both axes", args->callee, name);
+            diag_error(L->d, e->span, "%s: '%s' takes two integers [h, w], or one for both axes", args->callee,
+                       name);
         return false;
     }
     double num;
     bool is_int;
     if (!number_arg(L, e, &num, &is_int) || !is_int || fabs(num) > MAX_DIM) {
-        diag_error(L->d, e->span, "%s: '%s' must be an integer or a list of two, as in [5, 3]", args->callee, name);
+        diag_error(L->d, e->span, "%s: '%s' must be an integer or a list of two, as in [5, 3]", args->callee,
+                   name);
         return false;
     }
     args->pair[k][0] = args->pair[k][1] = (int64_t)num;
@@ -641,8 +643,9 @@ static bool nchw_input(Lower *L, const Args *a, const char *layer) {
     const IrType *t = type_of(L, a->v[0]);
     bool ok = t->rank == 4 && t->dtype == DT_F32;
     for (int i = 1; ok && i < 4; i++) ok = t->dim[i] != IR_BATCH;
-    if (!ok) diag_error(L->d, a->span[0], "%s expects a [N, C, H, W] input, got %s", layer, type_text(L, a->v[0]));
-    return ok;
+    if (ok) return true;
+    diag_error(L->d, a->span[0], "%s expects a [N, C, H, W] input, got %s", layer, type_text(L, a->v[0]));
+    return false;
 }
 
 /* Argument k, a pair, is at least `lo` on both axes. */
@@ -671,7 +674,8 @@ static Value build_conv2d(Lower *L, const Expr *call, Args *a) {
         diag_error(L->d, a->span[1], "conv2d: filters must be at least 1");
         return value_error;
     }
-    if (!pair_at_least(L, a, 2, 1) || !pair_at_least(L, a, 3, 1) || !pair_at_least(L, a, 4, 0)) return value_error;
+    if (!pair_at_least(L, a, 2, 1) || !pair_at_least(L, a, 3, 1) || !pair_at_least(L, a, 4, 0))
+        return value_error;
     Value x = a->v[0];
     const IrType t = *type_of(L, x);
     const int64_t *k = a->pair[2], *s = a->pair[3], *p = a->pair[4];
@@ -729,7 +733,8 @@ static Value build_avgpool(Lower *L, const Expr *call, Args *a) { return build_p
 static Value state_scalar(Lower *L, const char *name, InitKind init, Span span) {
     int id = graph_find_leaf(L->g, OP_PARAM, name);
     if (id >= 0 && !(L->g->nodes[id].flags & NF_HYPER)) {
-        diag_error(L->d, span, "dropout keeps its state in '%s', but a parameter of that name is declared", name);
+        diag_error(L->d, span, "dropout keeps its state in '%s', but a parameter of that name is declared",
+                   name);
         return value_error;
     }
     if (id < 0) {

@@ -450,13 +450,14 @@ static void lower_assign(LowerCtx *c, int id) {
 }
 
 /* ---- convolution --------------------------------------------------------------------------
- * im2col and matrix products: the windows of sample n are the columns of a
- * [C*kh*kw, Ho*Wo] matrix col[n] (a scratch buffer holds the batch's), so
- *   y[n]  [F, Ho*Wo]     = w [F, C*kh*kw] @ col[n]
- *   dw    [F, C*kh*kw]   = sum_n dy[n] @ col[n]^T
- *   dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n], then dx gathers, for each of
- *   its elements, the entries of dcol of the windows that cover it (col2im)
- * each a batched gemm over the samples. */
+ * im2col and matrix products. The windows of image n are the columns of a
+ * [C*kh*kw, Ho*Wo] matrix col[n] (a scratch buffer holds the batch's), and
+ * each of these is a batched gemm over the images:
+ *   y[n]    [F, Ho*Wo]       = w [F, C*kh*kw] @ col[n]
+ *   dw      [F, C*kh*kw]     = sum_n dy[n] @ col[n]^T
+ *   dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n]
+ * after which each element of dx gathers the entries of dcol of the windows
+ * that cover it (col2im). */
 
 #define I(v) kx_int(a, v)
 
@@ -509,7 +510,8 @@ static Kx *guarded_load(LowerCtx *c, int buf, Kx *index, Kx *const *conds, int n
 
 /* Conditions for the padded coordinate `pos` (window start o*s - p plus an
  * offset) to lie inside [0, size): only those the geometry can violate. */
-static int inside_conds(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s, int64_t out, int64_t size, Kx **conds) {
+static int inside_conds(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s, int64_t out, int64_t size,
+                        Kx **conds) {
     int n = 0;
     if (p > 0) conds[n++] = kx_cmp(a, KX_GE, pos, I(0));
     if ((out - 1) * s - p + k - 1 >= size) conds[n++] = kx_cmp(a, KX_LT, pos, I(size));
@@ -552,8 +554,8 @@ typedef struct Operand {
 } Operand;
 
 /* C_n = op(A_n) op(B_n) for each sample n (or, with C's stride 0, their sum). */
-static void gemm_batch(LowerCtx *c, int id, Kx *count, bool ta, bool tb, const int64_t mnk[3], Operand A, Operand B,
-                       Operand C) {
+static void gemm_batch(LowerCtx *c, int id, Kx *count, bool ta, bool tb, const int64_t mnk[3], Operand A,
+                       Operand B, Operand C) {
     Arena *a = c->a;
     KGemm *g = &kprog_add_kernel(c->p, KK_GEMM, value_name(c, id), id)->gemm;
     *g = (KGemm){.ta = ta, .tb = tb, .m = I(mnk[0]), .n = I(mnk[1]), .k = I(mnk[2]), .alpha = 1, .beta = 0,
@@ -587,7 +589,8 @@ static void lower_conv2d_grad_weight(LowerCtx *c, int id) {
  * cover position `pos`: o in [lo, lo + count) where o*s - p <= pos <
  * o*s - p + k. lo = ceil((pos + p - k + 1) / s) with a truncating division,
  * which errs only where the result is clamped to 0 anyway. */
-static void covering_windows(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s, int64_t out, Kx **lo, Kx **count) {
+static void covering_windows(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s, int64_t out, Kx **lo,
+                             Kx **count) {
     *lo = BIN(MAX, I(0), BIN(DIV, BIN(ADD, pos, I(p - k + s)), I(s)));
     Kx *hi = BIN(MIN, I(out - 1), BIN(DIV, BIN(ADD, pos, I(p)), I(s)));
     *count = BIN(MAX, I(0), BIN(ADD, BIN(SUB, hi, *lo), I(1)));
@@ -661,7 +664,8 @@ static void lower_pool(LowerCtx *c, int id, bool max) {
     int s = kprog_new_local(c->p);
     ks_decl(a, body, s, kx_real(a, max ? -INFINITY : 0));
     KsBlock *inner = loops(c, body, kext, 2, k, false);
-    ks_update(a, inner, s, max ? KX_MAX : KX_ADD, window_load(c, n->in[0], &g, v[0], v[1], v[2], v[3], k[0], k[1]));
+    Kx *x = window_load(c, n->in[0], &g, v[0], v[1], v[2], v[3], k[0], k[1]);
+    ks_update(a, inner, s, max ? KX_MAX : KX_ADD, x);
     Kx *value = max ? kx_local(a, s) : BIN(MUL, kx_local(a, s), kx_real(a, 1.0 / (double)(g.kh * g.kw)));
     ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), value, false);
 }
@@ -693,7 +697,8 @@ static void lower_avgpool2d_grad(LowerCtx *c, int id) {
     int s = kprog_new_local(c->p);
     ks_decl(a, body, s, kx_real(a, 0));
     KsBlock *inner = covering_loops(c, body, &g, v, &oh, &ow);
-    ks_update(a, inner, s, KX_ADD, kx_load(c->p, c->buf[n->in[0]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow})));
+    Kx *grad = kx_load(c->p, c->buf[n->in[0]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow}));
+    ks_update(a, inner, s, KX_ADD, grad);
     Kx *value = BIN(MUL, kx_local(a, s), kx_real(a, 1.0 / (double)(g.kh * g.kw)));
     ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), value, false);
 }
@@ -714,7 +719,8 @@ static void lower_maxpool2d_grad(LowerCtx *c, int id) {
     ks_decl(a, body, s, kx_real(a, 0));
     KsBlock *win = covering_loops(c, body, &g, v, &oh, &ow);
     /* (h, w) is element q of the window; `beaten` becomes 1 if another one wins */
-    Kx *q = BIN(ADD, BIN(MUL, BIN(SUB, v[2], BIN(MUL, oh, I(g.sh))), I(g.kw)), BIN(SUB, v[3], BIN(MUL, ow, I(g.sw))));
+    Kx *qi = BIN(SUB, v[2], BIN(MUL, oh, I(g.sh))), *qj = BIN(SUB, v[3], BIN(MUL, ow, I(g.sw)));
+    Kx *q = BIN(ADD, BIN(MUL, qi, I(g.kw)), qj);
     ks_decl(a, win, beaten, kx_real(a, 0));
     KsBlock *inner = loops(c, win, kext, 2, k, false);
     Kx *other = window_load(c, n->in[0], &g, v[0], v[1], oh, ow, k[0], k[1]), *mine = kx_local(a, xv);
@@ -722,7 +728,8 @@ static void lower_maxpool2d_grad(LowerCtx *c, int id) {
     Kx *wins = kx_select(a, before, kx_cmp(a, KX_GE, other, mine), kx_cmp(a, KX_GT, other, mine));
     ks_update(a, inner, beaten, KX_MAX, kx_select(a, wins, kx_real(a, 1), kx_real(a, 0)));
     Kx *grad = kx_load(c->p, c->buf[n->in[1]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow}));
-    ks_update(a, win, s, KX_ADD, kx_select(a, kx_cmp(a, KX_EQ, kx_local(a, beaten), kx_real(a, 0)), grad, kx_real(a, 0)));
+    Kx *first = kx_cmp(a, KX_EQ, kx_local(a, beaten), kx_real(a, 0));
+    ks_update(a, win, s, KX_ADD, kx_select(a, first, grad, kx_real(a, 0)));
     ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), kx_local(a, s), false);
 }
 

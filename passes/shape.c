@@ -237,10 +237,12 @@ static bool require_nchw(const Graph *g, Node *n, int k, Diag *d) {
  * 0..3) fits an (h, w) input, and gives the output size. */
 static bool conv_out(Node *n, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t *ho,
                      int64_t *wo, Diag *d) {
-    int64_t sh = (int64_t)n->attr[0], sw = (int64_t)n->attr[1], ph = (int64_t)n->attr[2], pw = (int64_t)n->attr[3];
+    int64_t sh = (int64_t)n->attr[0], sw = (int64_t)n->attr[1];
+    int64_t ph = (int64_t)n->attr[2], pw = (int64_t)n->attr[3];
     if (window_out(h, kh, sh, ph, ho) && window_out(w, kw, sw, pw, wo)) return true;
-    diag_error(d, n->span, "%s: a %lldx%lld kernel with stride (%lld, %lld) and padding (%lld, %lld) does not fit "
-               "a %lldx%lld input", op_info(n->op)->name, (long long)kh, (long long)kw, (long long)sh,
+    diag_error(d, n->span,
+               "%s: a %lldx%lld kernel with stride (%lld, %lld) and padding (%lld, %lld) does not fit a %lldx%lld "
+               "input", op_info(n->op)->name, (long long)kh, (long long)kw, (long long)sh,
                (long long)sw, (long long)ph, (long long)pw, (long long)h, (long long)w);
     return false;
 }
@@ -287,7 +289,8 @@ static bool shape_conv2d_grad_weight(Graph *g, Node *n, Diag *d) {
 
 /* The output size of a pooling window (attrs kh kw sh sw) over an (h, w) input. */
 static bool pool_out(Node *n, int64_t h, int64_t w, int64_t *ho, int64_t *wo, Diag *d) {
-    int64_t kh = (int64_t)n->attr[0], kw = (int64_t)n->attr[1], sh = (int64_t)n->attr[2], sw = (int64_t)n->attr[3];
+    int64_t kh = (int64_t)n->attr[0], kw = (int64_t)n->attr[1];
+    int64_t sh = (int64_t)n->attr[2], sw = (int64_t)n->attr[3];
     if (window_out(h, kh, sh, 0, ho) && window_out(w, kw, sw, 0, wo)) return true;
     diag_error(d, n->span, "%s: a %lldx%lld window with stride (%lld, %lld) does not fit a %lldx%lld input",
                op_info(n->op)->name, (long long)kh, (long long)kw, (long long)sh, (long long)sw, (long long)h,

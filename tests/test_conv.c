@@ -75,7 +75,8 @@ static double conv_reference(const ConvCase *k, const float *x, const float *w, 
             for (int j = 0; j < k->kw; j++) {
                 int h = oh * k->sh - k->ph + i, v = ow * k->sw - k->pw + j;
                 if (h < 0 || h >= k->h || v < 0 || v >= k->w) continue;
-                sum += (double)w[((f * k->c + c) * k->kh + i) * k->kw + j] * x[((n * k->c + c) * k->h + h) * k->w + v];
+                double wv = w[((f * k->c + c) * k->kh + i) * k->kw + j];
+                sum += wv * x[((n * k->c + c) * k->h + h) * k->w + v];
             }
     return sum;
 }
@@ -104,8 +105,8 @@ START_TEST(test_conv2d_forward) {
                 for (int ow = 0; ow < wo; ow++) {
                     double e = conv_reference(k, x, wr, br, n, f, oh, ow);
                     float got = y[((n * k->f + f) * ho + oh) * wo + ow];
-                    ck_assert_msg(fabs(got - e) <= 1e-5 * (1 + fabs(e)), "case %d, y[%d,%d,%d,%d] = %.9g, expected %.9g",
-                                  _i, n, f, oh, ow, got, e);
+                    ck_assert_msg(fabs(got - e) <= 1e-5 * (1 + fabs(e)),
+                                  "case %d, y[%d,%d,%d,%d] = %.9g, expected %.9g", _i, n, f, oh, ow, got, e);
                 }
     free(wr);
     free(br);
@@ -199,7 +200,8 @@ START_TEST(test_maxpool_gradient_ties) {
     double expect[16] = {0};
     const int to[9] = {0, 6, 3, 8, 9, 6, 8, 9, 15};
     for (int i = 0; i < 9; i++) expect[to[i]] += x[i];
-    for (int i = 0; i < 16; i++) ck_assert_msg(grad[i] == expect[i], "grad.P[%d] = %g, expected %g", i, grad[i], expect[i]);
+    for (int i = 0; i < 16; i++)
+        ck_assert_msg(grad[i] == expect[i], "grad.P[%d] = %g, expected %g", i, grad[i], expect[i]);
     release(&c);
 }
 END_TEST
