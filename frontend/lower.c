@@ -280,13 +280,13 @@ static Value make_param(Lower *L, const char *name, IrType type, InitSpec init, 
 
 /* ---- call signatures --------------------------------------------------------------------------- */
 
-typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS, A_LIST, A_STRING } ArgKind;
+typedef enum { A_TENSOR, A_INT, A_REAL, A_ACT, A_INIT, A_BOOL, A_AXIS, A_LIST, A_STRING, A_PAIR } ArgKind;
 
 typedef struct ParamSpec {
     const char *name;
     ArgKind kind;
     bool required;
-    double dflt; /* A_INT, A_REAL, A_BOOL; A_AXIS: INT_MIN = all axes */
+    double dflt; /* A_INT, A_REAL, A_BOOL, A_PAIR (both); A_AXIS: INT_MIN = all axes */
 } ParamSpec;
 
 enum { MAX_PARAMS = 8 };
@@ -301,6 +301,7 @@ typedef struct Args {
     Value v[MAX_PARAMS];   /* A_TENSOR */
     double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: the op or -1 */
     InitSpec init[MAX_PARAMS];
+    int64_t pair[MAX_PARAMS][2]; /* A_PAIR: (h, w) */
     const Expr *expr[MAX_PARAMS]; /* as written (A_LIST: for the builder to read), or NULL */
     Span call_span;
     const char *callee;
@@ -318,6 +319,7 @@ static const char *kind_text(ArgKind k) {
     case A_BOOL: return "true or false";
     case A_LIST: return "a list";
     case A_STRING: return "a string";
+    case A_PAIR: return "an integer or [h, w]";
     default: return "an axis";
     }
 }
@@ -341,6 +343,33 @@ static bool number_arg(Lower *L, const Expr *e, double *v, bool *is_int) {
     *v = val.num;
     /* an integer is one that a 64-bit integer holds exactly */
     *is_int = (val.is_int || val.num == floor(val.num)) && fabs(val.num) <= 9007199254740992.0;
+    return true;
+}
+
+static bool int_list(Lower *L, const Expr *list, const char *what, int64_t lo, int64_t hi, int64_t *out, int max,
+                     int *n);
+
+/* A size along the two image axes: one integer for both, or [h, w]. The
+ * layer checks the range (a kernel is at least 1, a padding at least 0). */
+static bool bind_pair(Lower *L, Args *args, int k, const Expr *e) {
+    const char *name = args->spec[k].name;
+    if (e->kind == EX_LIST) {
+        int n;
+        const char *what = arena_printf(L->a, "%s: '%s'", args->callee, name);
+        if (e->nargs == 2 && int_list(L, e, what, 0, MAX_DIM, args->pair[k], 2, &n)) return true;
+        if (e->nargs != 2)
+            diag_error(L->d, e->span, "%s: '%s' takes two integers [h, w], or one for both axes", args->callee,
+                       name);
+        return false;
+    }
+    double num;
+    bool is_int;
+    if (!number_arg(L, e, &num, &is_int) || !is_int || fabs(num) > MAX_DIM) {
+        diag_error(L->d, e->span, "%s: '%s' must be an integer or a list of two, as in [5, 3]", args->callee,
+                   name);
+        return false;
+    }
+    args->pair[k][0] = args->pair[k][1] = (int64_t)num;
     return true;
 }
 
@@ -412,6 +441,7 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
             return false;
         }
         return true;
+    case A_PAIR: return bind_pair(L, args, k, e);
     }
     return false;
 }
@@ -422,7 +452,7 @@ static bool bind_args(Lower *L, const Expr *call, const ParamSpec *spec, Args *a
     args->spec = spec;
     args->call_span = call->span;
     args->callee = call->text;
-    while (spec[args->n].name) args->n++;
+    while (args->n < MAX_PARAMS && spec[args->n].name) args->n++;
     bool ok = true;
     int pos = 0;
     for (int i = 0; i < call->nargs; i++) {
@@ -467,6 +497,7 @@ static bool bind_args(Lower *L, const Expr *call, const ParamSpec *spec, Args *a
             ok = false;
         }
         args->num[k] = spec[k].kind == A_ACT ? -1 : spec[k].dflt;
+        args->pair[k][0] = args->pair[k][1] = (int64_t)spec[k].dflt;
         args->span[k] = call->span;
     }
     return ok;
@@ -619,6 +650,144 @@ static Value build_binary_accuracy(Lower *L, const Expr *call, Args *a) {
                 call->span, L->stmt_name);
 }
 
+/* ---- convolution and pooling ------------------------------------------------------------------- */
+
+/* "5" for the same size on both axes, "[5, 3]" otherwise. */
+static const char *pair_text(Lower *L, const int64_t *p) {
+    if (p[0] == p[1]) return arena_printf(L->a, "%lld", (long long)p[0]);
+    return arena_printf(L->a, "[%lld, %lld]", (long long)p[0], (long long)p[1]);
+}
+
+/* The first argument must be a batch of images [N, C, H, W]. */
+static bool nchw_input(Lower *L, const Args *a, const char *layer) {
+    const IrType *t = type_of(L, a->v[0]);
+    bool ok = t->rank == 4 && t->dtype == DT_F32;
+    for (int i = 1; ok && i < 4; i++) ok = t->dim[i] != IR_BATCH;
+    if (ok) return true;
+    diag_error(L->d, a->span[0], "%s expects a [N, C, H, W] input, got %s", layer, type_text(L, a->v[0]));
+    return false;
+}
+
+/* Argument k, a pair, is at least `lo` on both axes. */
+static bool pair_at_least(Lower *L, const Args *a, int k, int64_t lo) {
+    if (a->pair[k][0] >= lo && a->pair[k][1] >= lo) return true;
+    if (lo == 0) diag_error(L->d, a->span[k], "%s: %s must not be negative", a->callee, a->spec[k].name);
+    else diag_error(L->d, a->span[k], "%s: %s must be at least %lld", a->callee, a->spec[k].name, (long long)lo);
+    return false;
+}
+
+/* A view of `v` with another shape of as many elements. */
+static Value reshape(Lower *L, Value v, IrType t, Span span, const char *name) {
+    int id = graph_add(L->g, OP_RESHAPE, 1, (int32_t[]){v.node}, NULL, span);
+    L->g->nodes[id].type = t;
+    L->g->nodes[id].name = name;
+    if (!shape_infer(L->g, id, L->d)) return value_error;
+    return (Value){.kind = V_TENSOR, .node = id};
+}
+
+/* conv2d(x, filters, kernel=3, stride=1, pad=0, act=none, init=he_normal, bias=true):
+ * x [N, C, H, W] -> [N, filters, Ho, Wo], Ho = (H + 2 pad - kernel) / stride + 1;
+ * W : [filters, C, kh, kw], b : [filters] (zeros), added to every pixel. */
+static Value build_conv2d(Lower *L, const Expr *call, Args *a) {
+    if (!nchw_input(L, a, "conv2d")) return value_error;
+    if (a->num[1] < 1) {
+        diag_error(L->d, a->span[1], "conv2d: filters must be at least 1");
+        return value_error;
+    }
+    if (!pair_at_least(L, a, 2, 1) || !pair_at_least(L, a, 3, 1) || !pair_at_least(L, a, 4, 0))
+        return value_error;
+    Value x = a->v[0];
+    const IrType t = *type_of(L, x);
+    const int64_t *k = a->pair[2], *s = a->pair[3], *p = a->pair[4];
+    if (t.dim[2] + 2 * p[0] < k[0] || t.dim[3] + 2 * p[1] < k[1]) {
+        diag_error(L->d, a->span[2], "conv2d: kernel %s with padding %s does not fit a %lldx%lld input",
+                   pair_text(L, k), pair_text(L, p), (long long)t.dim[2], (long long)t.dim[3]);
+        return value_error;
+    }
+    const char *name = layer_name(L, call, "conv2d");
+    int64_t filters = (int64_t)a->num[1];
+    InitSpec init = a->init[6];
+    if (!init.given) init = (InitSpec){INIT_HE_NORMAL, 0, true};
+    IrType wt = type_tensor(DT_F32, 4, (int64_t[]){filters, t.dim[1], k[0], k[1]});
+    Value w = make_param(L, arena_printf(L->a, "%s.W", name), wt, init, call->span);
+    if (w.kind == V_ERROR) return w;
+    double attr[] = {(double)s[0], (double)s[1], (double)p[0], (double)p[1]};
+    Value y = emit(L, OP_CONV2D, 2, (int32_t[]){x.node, w.node}, attr, call->span, name);
+    if (y.kind != V_ERROR && a->num[7] != 0) {
+        Value b = make_param(L, arena_printf(L->a, "%s.b", name), type_tensor(DT_F32, 1, &filters),
+                             (InitSpec){INIT_ZEROS, 0, true}, call->span);
+        if (b.kind == V_ERROR) return b;
+        /* [F] as [F, 1, 1]: broadcast over the pixels of each channel */
+        b = reshape(L, b, type_tensor(DT_F32, 3, (int64_t[]){filters, 1, 1}), call->span, name);
+        if (b.kind == V_ERROR) return b;
+        y = emit2(L, OP_ADD, y.node, b.node, call->span, name);
+    }
+    return apply_act(L, y, a->num[5], call->span, name);
+}
+
+/* maxpool / avgpool(x, window, stride=window): the largest value / the mean
+ * of each window, on each channel; no padding. */
+static Value build_pool(Lower *L, const Expr *call, Args *a, Op op) {
+    if (!nchw_input(L, a, a->callee)) return value_error;
+    if (!a->given[2]) memcpy(a->pair[2], a->pair[1], sizeof a->pair[1]);
+    if (!pair_at_least(L, a, 1, 1) || !pair_at_least(L, a, 2, 1)) return value_error;
+    const IrType *t = type_of(L, a->v[0]);
+    const int64_t *k = a->pair[1], *s = a->pair[2];
+    if (t->dim[2] < k[0] || t->dim[3] < k[1]) {
+        diag_error(L->d, a->span[1], "%s window %s does not fit a %lldx%lld input", a->callee, pair_text(L, k),
+                   (long long)t->dim[2], (long long)t->dim[3]);
+        return value_error;
+    }
+    double attr[] = {(double)k[0], (double)k[1], (double)s[0], (double)s[1]};
+    return emit(L, op, 1, (int32_t[]){a->v[0].node}, attr, call->span, L->stmt_name);
+}
+
+static Value build_maxpool(Lower *L, const Expr *call, Args *a) { return build_pool(L, call, a, OP_MAXPOOL2D); }
+static Value build_avgpool(Lower *L, const Expr *call, Args *a) { return build_pool(L, call, a, OP_AVGPOOL2D); }
+
+/* ---- dropout ------------------------------------------------------------------------------------ */
+
+/* The hyper-parameter scalar `name` of the state, made on first use: rng.seed
+ * (the init program's seed) and opt.step (the optimizer pass counts steps in
+ * it) give dropout masks that change every step and can be drawn again. */
+static Value state_scalar(Lower *L, const char *name, InitKind init, Span span) {
+    int id = graph_find_leaf(L->g, OP_PARAM, name);
+    if (id >= 0 && !(L->g->nodes[id].flags & NF_HYPER)) {
+        diag_error(L->d, span, "dropout keeps its state in '%s', but a parameter of that name is declared",
+                   name);
+        return value_error;
+    }
+    if (id < 0) {
+        id = graph_add(L->g, OP_PARAM, 0, NULL, (double[]){init, 0, 0, 0}, span);
+        Node *n = &L->g->nodes[id];
+        n->name = name;
+        n->type = type_scalar(DT_F32);
+        n->flags = NF_HYPER;
+    }
+    return (Value){.kind = V_TENSOR, .node = id};
+}
+
+/* dropout(x, rate): in training, each element kept with probability 1 - rate
+ * and scaled by 1 / (1 - rate), else 0; at inference, x. */
+static Value build_dropout(Lower *L, const Expr *call, Args *a) {
+    double rate = a->num[1];
+    if (!(rate >= 0 && rate < 1)) {
+        diag_error(L->d, a->span[1], "dropout rate must be in [0, 1), got %g", rate);
+        return value_error;
+    }
+    int stream = 0;
+    for (int i = 0; i < L->g->n; i++) stream += L->g->nodes[i].op == OP_DROPOUT;
+    if (stream >= IR_DROPOUT_STREAMS) {
+        diag_error(L->d, call->span, "a model has at most %d dropout layers", IR_DROPOUT_STREAMS);
+        return value_error;
+    }
+    Value seed = state_scalar(L, "rng.seed", INIT_SEED, call->span);
+    Value step = state_scalar(L, "opt.step", INIT_ZEROS, call->span);
+    if (seed.kind == V_ERROR || step.kind == V_ERROR) return value_error;
+    return emit(L, OP_DROPOUT, 3, (int32_t[]){a->v[0].node, seed.node, step.node}, (double[]){rate, stream},
+                call->span, L->stmt_name);
+}
+
 #define T(n) {n, A_TENSOR, true, 0}
 static const Builtin builtins[] = {
     {"dense", {T("x"), {"units", A_INT, true, 0}, {"act", A_ACT, false, 0}, {"init", A_INIT, false, 0},
@@ -632,6 +801,12 @@ static const Builtin builtins[] = {
     {"mse", {T("pred"), T("target")}, build_mse},
     {"accuracy", {T("scores"), T("labels")}, build_accuracy},
     {"binary_accuracy", {T("probs"), T("targets"), {"threshold", A_REAL, false, 0.5}}, build_binary_accuracy},
+    {"conv2d", {T("x"), {"filters", A_INT, true, 0}, {"kernel", A_PAIR, false, 3}, {"stride", A_PAIR, false, 1},
+                {"pad", A_PAIR, false, 0}, {"act", A_ACT, false, 0}, {"init", A_INIT, false, 0},
+                {"bias", A_BOOL, false, 1}}, build_conv2d},
+    {"maxpool", {T("x"), {"window", A_PAIR, true, 0}, {"stride", A_PAIR, false, 1}}, build_maxpool},
+    {"avgpool", {T("x"), {"window", A_PAIR, true, 0}, {"stride", A_PAIR, false, 1}}, build_avgpool},
+    {"dropout", {T("x"), {"rate", A_REAL, true, 0}}, build_dropout},
 };
 #undef T
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };

@@ -81,6 +81,7 @@ const char *const init_names[INIT_COUNT] = {
     [INIT_XAVIER_NORMAL] = "xavier_normal",
     [INIT_HE_UNIFORM] = "he_uniform",
     [INIT_HE_NORMAL] = "he_normal",
+    [INIT_SEED] = "seed",
 };
 
 const char *const schedule_names[SCHED_COUNT] = {

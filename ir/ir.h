@@ -26,6 +26,7 @@ enum {
     IR_MAX_RANK = 4,
     IR_MAX_INPUTS = 4,
     IR_MAX_ATTRS = 8,
+    IR_DROPOUT_STREAMS = 1 << 12, /* dropout nodes in a model: the keys of their masks hold 12 bits */
 };
 
 /* The symbolic batch dimension N: compiled code takes its value at run time. */
@@ -79,6 +80,7 @@ typedef enum {
     INIT_XAVIER_NORMAL,  /* N(0, 2/(in+out))                  */
     INIT_HE_UNIFORM,     /* U(-a, a), a = sqrt(6/in)          */
     INIT_HE_NORMAL,      /* N(0, 2/in)                        */
+    INIT_SEED,           /* the init program's seed mod 2^24, exact in f32 (the key of dropout masks) */
     INIT_COUNT
 } InitKind;
 

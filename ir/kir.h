@@ -118,12 +118,21 @@ typedef struct KArg {
 
 typedef enum { KK_LOOP, KK_GEMM } KernelKind;
 
+/* A matrix product, or a batch of them ("batched gemm"): with `count` set,
+ * product i reads A + i*stride_a and B + i*stride_b and writes C + i*stride_c
+ * (strides in elements; 0 shares one matrix between all products, as the
+ * weights of a convolution are shared by the samples of a batch). A C stride
+ * of 0 sums the products into the one C:
+ *   C := alpha sum_i op(A_i) op(B_i) + beta C
+ * (what the weight gradient of a convolution is, summed over the batch). */
 typedef struct KGemm {
     bool ta, tb;
     Kx *m, *n, *k;      /* C is m x n; op(A) m x k; op(B) k x n */
     double alpha, beta; /* C := alpha op(A) op(B) + beta C       */
     int a, b, c;        /* buffers, row-major, leading dims from shapes */
     Kx *lda, *ldb, *ldc;
+    Kx *count;          /* products in the batch; NULL for a single product */
+    Kx *stride_a, *stride_b, *stride_c;
 } KGemm;
 
 typedef struct Kernel {

@@ -102,6 +102,18 @@ static void print_block(FILE *out, const KProgram *p, const KsBlock *b, int dept
     }
 }
 
+/* "  x count (strides sa, sb, sc)" after a batched product. */
+static void print_batch(FILE *out, const KProgram *p, const KGemm *g) {
+    fputs(" x ", out);
+    print_kx(out, p, g->count, 0);
+    const Kx *strides[] = {g->stride_a, g->stride_b, g->stride_c};
+    for (int i = 0; i < 3; i++) {
+        fputs(i ? ", " : " (strides ", out);
+        print_kx(out, p, strides[i], 0);
+    }
+    fputc(')', out);
+}
+
 void kprog_print(FILE *out, const KProgram *p) {
     static const char *const kinds[] = {"state", "arg", "work", "view"};
     static const char *const roles[] = {"input", "target", "output"};
@@ -145,7 +157,9 @@ void kprog_print(FILE *out, const KProgram *p) {
             print_kx(out, p, g->n, 0);
             fputs(", k=", out);
             print_kx(out, p, g->k, 0);
-            fputs(")\n", out);
+            fputs(")", out);
+            if (g->count) print_batch(out, p, g);
+            fputc('\n', out);
         } else {
             print_block(out, p, &kn->body, 1);
         }

@@ -235,6 +235,40 @@ static void grad_cross_entropy(AdCtx *c, int id, int dy) {
     accumulate(c, id, 0, op2(c, OP_MUL, op2(c, OP_SUB, p, onehot), scale));
 }
 
+/* y = conv2d(x, w): dx is the transposed convolution of dy with w (it needs
+ * x's size, which the strides do not determine), dw the correlation of x
+ * with dy summed over the batch (it needs the kernel's size). */
+static void grad_conv2d(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    IrType tx = *type_of(c, n.in[0]), tw = *type_of(c, n.in[1]); /* copies: emitting moves the nodes */
+    if (wants(c, id, 0)) {
+        double attr[] = {n.attr[0], n.attr[1], n.attr[2], n.attr[3], (double)tx.dim[2], (double)tx.dim[3]};
+        accumulate(c, id, 0, op2a(c, OP_CONV2D_GRAD_INPUT, dy, n.in[1], attr));
+    }
+    if (wants(c, id, 1)) {
+        double attr[] = {n.attr[0], n.attr[1], n.attr[2], n.attr[3], (double)tw.dim[2], (double)tw.dim[3]};
+        accumulate(c, id, 1, op2a(c, OP_CONV2D_GRAD_WEIGHT, n.in[0], dy, attr));
+    }
+}
+
+static void grad_maxpool2d(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, op2a(c, OP_MAXPOOL2D_GRAD, n.in[0], dy, n.attr));
+}
+
+static void grad_avgpool2d(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    const IrType *tx = type_of(c, n.in[0]);
+    double attr[] = {n.attr[0], n.attr[1], n.attr[2], n.attr[3], (double)tx->dim[2], (double)tx->dim[3]};
+    accumulate(c, id, 0, op1a(c, OP_AVGPOOL2D_GRAD, dy, attr));
+}
+
+/* dx = dy through the forward pass's mask, drawn again from the same key. */
+static void grad_dropout(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, emit(c, OP_DROPOUT_GRAD, 3, (int32_t[]){dy, n.in[1], n.in[2]}, n.attr));
+}
+
 static const GradFn grad_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = grad,
 #define OP(e, name, arity, flags, attrs, shape, grad, lower) [OP_##e] = grad,

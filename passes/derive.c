@@ -4,11 +4,15 @@
  *   eval     what the outputs, loss and metrics need (inference mode)
  *   grad     what the loss needs              (training mode; autodiff extends it)
  *
+ * In inference mode, ops that only act in training become what they
+ * compute at inference: dropout is the identity.
+ *
  * A model without a loss statement gets only forward and eval. */
 #include "passes/passes.h"
 #include "support/util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static bool is_root(const Node *n) {
     return (n->flags & (NF_OUTPUT | NF_LOSS | NF_GRAD | NF_METRIC)) || (op_info(n->op)->flags & OPF_SIDE_EFFECT);
@@ -26,9 +30,23 @@ void graph_remove_dead(Graph *g) {
     free(live);
 }
 
-static Graph *derive(Module *m, const char *name, uint32_t drop_flags) {
+/* Dropout becomes a view of its input (a reshape to the same type): no
+ * copy, and the state it read (seed, step) dies with it. */
+static void inference_mode(Graph *g) {
+    for (int i = 0; i < g->n; i++) {
+        Node *n = &g->nodes[i];
+        if (n->op != OP_DROPOUT) continue;
+        n->op = OP_RESHAPE;
+        n->nin = 1;
+        memset(n->in + 1, 0, sizeof n->in - sizeof n->in[0]);
+        memset(n->attr, 0, sizeof n->attr);
+    }
+}
+
+static Graph *derive(Module *m, const char *name, uint32_t drop_flags, bool inference) {
     Graph *g = graph_clone(m->arena, m->model, name);
     for (int i = 0; i < g->n; i++) g->nodes[i].flags &= ~drop_flags;
+    if (inference) inference_mode(g);
     graph_remove_dead(g);
     return g;
 }
@@ -41,8 +59,8 @@ static bool has_flag(const Graph *g, uint32_t flag) {
 
 bool pass_derive(Module *m, Diag *d) {
     (void)d;
-    m->forward = derive(m, "forward", NF_LOSS | NF_METRIC);
-    m->eval = derive(m, "eval", 0);
-    m->grad = has_flag(m->model, NF_LOSS) ? derive(m, "grad", NF_OUTPUT | NF_METRIC) : NULL;
+    m->forward = derive(m, "forward", NF_LOSS | NF_METRIC, true);
+    m->eval = derive(m, "eval", 0, true);
+    m->grad = has_flag(m->model, NF_LOSS) ? derive(m, "grad", NF_OUTPUT | NF_METRIC, false) : NULL;
     return true;
 }

@@ -257,8 +257,11 @@ bool pass_optimizer(Module *m, Diag *d) {
     OptCtx c = {.m = m, .g = g, .d = d, .span = ts->span};
 
     /* opt.step counts the steps taken; the schedule reads it as it was
-     * before this step, Adam's bias correction as t = step + 1. */
-    int step = hyper(&c, "opt.step", 0);
+     * before this step, Adam's bias correction as t = step + 1. Dropout
+     * reads it too (its masks change every step): the frontend may have
+     * made it already. */
+    int step = graph_find_leaf(g, OP_PARAM, "opt.step");
+    if (step < 0) step = hyper(&c, "opt.step", 0);
     int step_next = op2(&c, OP_ADD, step, constant(&c, 1));
     int lr = scheduled_lr(&c, hyper(&c, "opt.lr", ts->lr), step);
     Hypers h = make_hypers(&c, lr, step_next);

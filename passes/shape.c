@@ -235,6 +235,136 @@ static bool shape_binary_accuracy(Graph *g, Node *n, Diag *d) {
     return true;
 }
 
+/* ---- convolution and pooling ------------------------------------------------------ */
+
+/* The output size of a window of `k` moving by `s` over `in` padded by `p`
+ * on both sides; false if the window does not fit. */
+static bool window_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t *out) {
+    if (k < 1 || s < 1 || p < 0 || in + 2 * p < k) return false;
+    *out = (in + 2 * p - k) / s + 1;
+    return true;
+}
+
+/* x must be [N, C, H, W]: four axes, the batch (if any) first. */
+static bool require_nchw(const Graph *g, Node *n, int k, Diag *d) {
+    const IrType *t = in_type(g, n, k);
+    bool ok = t->rank == 4;
+    for (int i = 1; ok && i < 4; i++) ok = t->dim[i] != IR_BATCH;
+    if (ok) return require_f32(g, n, k, d);
+    char b[160];
+    diag_error(d, n->span, "%s expects a [N, C, H, W] tensor, got %s", op_info(n->op)->name,
+               describe(g, n->in[k], b, sizeof b));
+    return false;
+}
+
+/* Checks that a kernel of (kh, kw) with the node's strides and padding (attrs
+ * 0..3) fits an (h, w) input, and gives the output size. */
+static bool conv_out(Node *n, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t *ho,
+                     int64_t *wo, Diag *d) {
+    int64_t sh = (int64_t)n->attr[0], sw = (int64_t)n->attr[1];
+    int64_t ph = (int64_t)n->attr[2], pw = (int64_t)n->attr[3];
+    if (window_out(h, kh, sh, ph, ho) && window_out(w, kw, sw, pw, wo)) return true;
+    diag_error(d, n->span,
+               "%s: a %lldx%lld kernel with stride (%lld, %lld) and padding (%lld, %lld) does not fit a %lldx%lld "
+               "input", op_info(n->op)->name, (long long)kh, (long long)kw, (long long)sh,
+               (long long)sw, (long long)ph, (long long)pw, (long long)h, (long long)w);
+    return false;
+}
+
+/* x [N,C,H,W], w [F,C,kh,kw] -> [N,F,Ho,Wo] */
+static bool shape_conv2d(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d) || !require_nchw(g, n, 1, d)) return false;
+    const IrType *x = in_type(g, n, 0), *w = in_type(g, n, 1);
+    if (w->dim[0] == IR_BATCH || w->dim[1] != x->dim[1]) {
+        char b1[160], b2[160];
+        diag_error(d, n->span, "conv2d of %s with kernels %s: the channels differ",
+                   describe(g, n->in[0], b1, sizeof b1), describe(g, n->in[1], b2, sizeof b2));
+        return false;
+    }
+    int64_t ho, wo;
+    if (!conv_out(n, x->dim[2], x->dim[3], w->dim[2], w->dim[3], &ho, &wo, d)) return false;
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){x->dim[0], w->dim[0], ho, wo});
+    return true;
+}
+
+/* dy [N,F,Ho,Wo], w [F,C,kh,kw] -> dx [N,C,h,w] (h, w: attrs 4, 5) */
+static bool shape_conv2d_grad_input(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d) || !require_nchw(g, n, 1, d)) return false;
+    const IrType *dy = in_type(g, n, 0), *w = in_type(g, n, 1);
+    int64_t h = (int64_t)n->attr[4], wd = (int64_t)n->attr[5], ho, wo;
+    if (!conv_out(n, h, wd, w->dim[2], w->dim[3], &ho, &wo, d)) return false;
+    if (dy->dim[1] != w->dim[0] || dy->dim[2] != ho || dy->dim[3] != wo)
+        NNC_BUG("conv2d_grad_input: the gradient does not match the kernels");
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){dy->dim[0], w->dim[1], h, wd});
+    return true;
+}
+
+/* x [N,C,H,W], dy [N,F,Ho,Wo] -> dw [F,C,kh,kw] (kh, kw: attrs 4, 5) */
+static bool shape_conv2d_grad_weight(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d) || !require_nchw(g, n, 1, d)) return false;
+    const IrType *x = in_type(g, n, 0), *dy = in_type(g, n, 1);
+    int64_t kh = (int64_t)n->attr[4], kw = (int64_t)n->attr[5], ho, wo;
+    if (!conv_out(n, x->dim[2], x->dim[3], kh, kw, &ho, &wo, d)) return false;
+    if (dy->dim[0] != x->dim[0] || dy->dim[2] != ho || dy->dim[3] != wo)
+        NNC_BUG("conv2d_grad_weight: the gradient does not match the input");
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){dy->dim[1], x->dim[1], kh, kw});
+    return true;
+}
+
+/* The output size of a pooling window (attrs kh kw sh sw) over an (h, w) input. */
+static bool pool_out(Node *n, int64_t h, int64_t w, int64_t *ho, int64_t *wo, Diag *d) {
+    int64_t kh = (int64_t)n->attr[0], kw = (int64_t)n->attr[1];
+    int64_t sh = (int64_t)n->attr[2], sw = (int64_t)n->attr[3];
+    if (window_out(h, kh, sh, 0, ho) && window_out(w, kw, sw, 0, wo)) return true;
+    diag_error(d, n->span, "%s: a %lldx%lld window with stride (%lld, %lld) does not fit a %lldx%lld input",
+               op_info(n->op)->name, (long long)kh, (long long)kw, (long long)sh, (long long)sw, (long long)h,
+               (long long)w);
+    return false;
+}
+
+/* x [N,C,H,W] -> [N,C,Ho,Wo] */
+static bool shape_pool2d(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d)) return false;
+    const IrType *x = in_type(g, n, 0);
+    int64_t ho, wo;
+    if (!pool_out(n, x->dim[2], x->dim[3], &ho, &wo, d)) return false;
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){x->dim[0], x->dim[1], ho, wo});
+    return true;
+}
+
+/* x [N,C,H,W], dy [N,C,Ho,Wo] -> dx [N,C,H,W] */
+static bool shape_maxpool2d_grad(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d) || !require_nchw(g, n, 1, d)) return false;
+    const IrType *x = in_type(g, n, 0), *dy = in_type(g, n, 1);
+    int64_t ho, wo;
+    if (!pool_out(n, x->dim[2], x->dim[3], &ho, &wo, d)) return false;
+    if (dy->dim[0] != x->dim[0] || dy->dim[1] != x->dim[1] || dy->dim[2] != ho || dy->dim[3] != wo)
+        NNC_BUG("maxpool2d_grad: the gradient does not match the input");
+    n->type = *x;
+    return true;
+}
+
+/* dy [N,C,Ho,Wo] -> dx [N,C,h,w] (h, w: attrs 4, 5) */
+static bool shape_avgpool2d_grad(Graph *g, Node *n, Diag *d) {
+    if (!require_nchw(g, n, 0, d)) return false;
+    const IrType *dy = in_type(g, n, 0);
+    int64_t h = (int64_t)n->attr[4], w = (int64_t)n->attr[5], ho, wo;
+    if (!pool_out(n, h, w, &ho, &wo, d)) return false;
+    if (dy->dim[2] != ho || dy->dim[3] != wo) NNC_BUG("avgpool2d_grad: the gradient does not match the input");
+    n->type = type_tensor(DT_F32, 4, (int64_t[]){dy->dim[0], dy->dim[1], h, w});
+    return true;
+}
+
+/* x, seed, step -> x's type */
+static bool shape_dropout(Graph *g, Node *n, Diag *d) {
+    if (!require_f32(g, n, 0, d)) return false;
+    for (int k = 1; k < 3; k++)
+        if (in_type(g, n, k)->rank != 0 || in_type(g, n, k)->dtype != DT_F32)
+            NNC_BUG("%s: the seed and the step are scalars", op_info(n->op)->name);
+    n->type = *in_type(g, n, 0);
+    return true;
+}
+
 static bool shape_assign(Graph *g, Node *n, Diag *d) {
     (void)d;
     if (!type_equal(in_type(g, n, 0), in_type(g, n, 1))) NNC_BUG("assign of a value of another shape");

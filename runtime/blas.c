@@ -17,6 +17,37 @@ void nnrt_dgemm(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, double 
                 (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }
 
+/* c := beta * c for an m x n matrix: a sum of no products (BLAS is not asked,
+ * as it wants k >= 1 for the leading dimensions to make sense). */
+static void scale_f32(float *c, int64_t m, int64_t n, int64_t ldc, float beta) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
+}
+
+static void scale_f64(double *c, int64_t m, int64_t n, int64_t ldc, double beta) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
+}
+
+void nnrt_sgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb,
+                        float beta, float *c, int64_t ldc, int64_t sc) {
+    if (count <= 0 && sc == 0) scale_f32(c, m, n, ldc, beta);
+    /* With one shared c, every product after the first adds to it. */
+    for (int64_t i = 0; i < count; i++)
+        nnrt_sgemm(ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, i > 0 && sc == 0 ? 1 : beta,
+                   c + i * sc, ldc);
+}
+
+void nnrt_dgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, double alpha,
+                        const double *a, int64_t lda, int64_t sa, const double *b, int64_t ldb, int64_t sb,
+                        double beta, double *c, int64_t ldc, int64_t sc) {
+    if (count <= 0 && sc == 0) scale_f64(c, m, n, ldc, beta);
+    for (int64_t i = 0; i < count; i++)
+        nnrt_dgemm(ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, i > 0 && sc == 0 ? 1 : beta,
+                   c + i * sc, ldc);
+}
+
 void nnrt_set_threads(int n) {
     if (n > 0) openblas_set_num_threads(n);
 }

@@ -89,6 +89,24 @@ static const char *const matmul_model =
     "loss mse(y, t)\n"
     "train sgd(lr=0.05) epochs 2 schedule step(every=1, gamma=0.5)\n";
 
+/* Convolutions (strided and padded, non-square, pointwise), max and average
+ * pooling, dropout (rng.seed, opt.step and the generator), and the batched
+ * products of their gradients, one summing over the batch. */
+static const char *const conv_model =
+    "model convs\n"
+    "input  x : f32[N, 2, 7, 7]\n"
+    "target y : i32[N] classes 4\n"
+    "c1 = conv2d(x, 3, kernel=3, stride=2, pad=1, act=tanh)\n"
+    "c2 = conv2d(c1, 4, kernel=[2, 1], act=tanh)\n"
+    "m  = maxpool(c2, 2, stride=1)\n"
+    "a  = avgpool(c1, [2, 3], stride=[2, 1])\n"
+    "p  = conv2d(m, 2, kernel=1, bias=false)\n"
+    "h  = dropout(dense(flatten(p), 8, act=tanh), 0.25)\n"
+    "logits = dense(h, 4) + dense(flatten(a), 4)\n"
+    "output probs = softmax(logits)\n"
+    "loss cross_entropy(logits, y)\n"
+    "train adam(lr=0.01)\n";
+
 typedef struct Model {
     const char *label;
     const char *text; /* NULL: read from examples/<label>.nn */
@@ -118,6 +136,7 @@ static Model models[] = {
     {.label = "ewise", .text = ewise_model, .batch = 5},
     {.label = "reduce", .text = reduce_model, .batch = 6},
     {.label = "mats", .text = matmul_model, .batch = 5},
+    {.label = "convs", .text = conv_model, .batch = 3},
 };
 enum { NMODELS = sizeof models / sizeof models[0], EWISE = 2 };
 

@@ -243,6 +243,22 @@ START_TEST(test_select_classes) {
 }
 END_TEST
 
+/* Two products with a shared A; then the same two summed into one C (on top
+ * of beta = 0.5 times what it held); then a sum of none. */
+START_TEST(test_sgemm_batched) {
+    float a[4] = {1, 2, 3, 4}, b[8] = {5, 6, 7, 8, 1, 0, 0, 1}, c[8];
+    nnrt_sgemm_batched(2, 0, 0, 2, 2, 2, 1, a, 2, 0, b, 2, 4, 0, c, 2, 4);
+    float separate[8] = {19, 22, 43, 50, 1, 2, 3, 4};
+    for (int i = 0; i < 8; i++) ck_assert_float_eq(c[i], separate[i]);
+    float sum[4] = {2, 2, 2, 2};
+    nnrt_sgemm_batched(2, 0, 0, 2, 2, 2, 1, a, 2, 0, b, 2, 4, 0.5f, sum, 2, 0);
+    for (int i = 0; i < 4; i++) ck_assert_float_eq(sum[i], 1 + separate[i] + separate[4 + i]);
+    double none[4] = {2, 4, 6, 8}, ad[4] = {0}, bd[4] = {0};
+    nnrt_dgemm_batched(0, 0, 0, 2, 2, 2, 1, ad, 2, 0, bd, 2, 4, 0.5, none, 2, 0);
+    for (int i = 0; i < 4; i++) ck_assert_double_eq(none[i], i + 1);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("runtime");
     TCase *rng = tcase_create("rng");
@@ -258,6 +274,7 @@ int main(void) {
     tcase_add_test(data, test_sgemm_transposes);
     tcase_add_test(data, test_augment_geometry);
     tcase_add_test(data, test_select_classes);
+    tcase_add_test(data, test_sgemm_batched);
     suite_add_tcase(s, data);
     return run_suite(s);
 }

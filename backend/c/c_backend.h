@@ -24,6 +24,10 @@
  *   static void nnc_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
  *                         const float *a, int64_t lda, const float *b, int64_t ldb,
  *                         float beta, float *c, int64_t ldc);     row-major, as nnrt_sgemm
+ *   static void nnc_sgemm_batched(int64_t count, int ta, int tb, int64_t m, int64_t n, int64_t k,
+ *                                 float alpha, const float *a, int64_t lda, int64_t sa, const float *b,
+ *                                 int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
+ *                                 int64_t sc);                  as nnrt_sgemm_batched
  *   static float nnc_rand(uint64_t key, uint64_t counter);      as nnrt_rand_uniform
  *   typedef struct nnc_tensor { const char *name; int kind; int rank; int64_t dims[4];
  *                               int64_t offset, size; } nnc_tensor;     as NnrtTensor

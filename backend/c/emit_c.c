@@ -257,8 +257,9 @@ static void usage_kernel(Usage *u, const KProgram *p, const Kernel *k) {
     use_buf(u, p, g->a, USE_READ);
     use_buf(u, p, g->b, USE_READ);
     use_buf(u, p, g->c, g->beta != 0 ? USE_READ | USE_WRITE : USE_WRITE);
-    const Kx *sizes[] = {g->m, g->n, g->k, g->lda, g->ldb, g->ldc};
-    for (int i = 0; i < 6; i++) usage_kx(u, p, sizes[i]);
+    const Kx *sizes[] = {g->m,   g->n,     g->k,        g->lda,      g->ldb,
+                         g->ldc, g->count, g->stride_a, g->stride_b, g->stride_c};
+    for (int i = 0; i < 10; i++) usage_kx(u, p, sizes[i]);
 }
 
 /* ---- locals ---------------------------------------------------------------------------------
@@ -525,6 +526,15 @@ static void offset_str(StrBuf *sb, const char *base, NPoly p) {
     if (p.c0) sb_printf(sb, " + %lld", (long long)p.c0);
 }
 
+/* "X, " or, with a stride, "X, S, " in a call to nnc_sgemm[_batched]. */
+static void emit_gemm_arg(Em *e, const Kx *x, const Kx *stride) {
+    emit_kx(e, x, P_COND);
+    fputs(", ", e->out);
+    if (!stride) return;
+    emit_kx(e, stride, P_COND);
+    fputs(", ", e->out);
+}
+
 static void emit_gemm(Em *e, const Kernel *k) {
     FILE *out = e->out;
     const KGemm *g = &k->gemm;
@@ -546,24 +556,28 @@ static void emit_gemm(Em *e, const Kernel *k) {
         if (g->beta != 1) sb_printf(&sb, "%.9g * ", g->beta);
         describe_buf(&sb, p, g->c);
     }
+    if (g->count) sb_puts(&sb, g->stride_c->op == KX_INT && g->stride_c->i == 0
+                                   ? ", a batch of products summed into one" : ", a batch of products");
     emit_comment(out, 4, sb.data);
     sb_free(&sb);
     e->batch = "batch";
-    fprintf(out, "    nnc_sgemm(%d, %d, ", g->ta, g->tb);
+    fputs(g->count ? "    nnc_sgemm_batched(" : "    nnc_sgemm(", out);
+    if (g->count) emit_gemm_arg(e, g->count, NULL);
+    fprintf(out, "%d, %d, ", g->ta, g->tb);
     const Kx *mnk[] = {g->m, g->n, g->k};
-    for (int i = 0; i < 3; i++) {
-        emit_kx(e, mnk[i], P_COND);
-        fputs(", ", out);
-    }
+    for (int i = 0; i < 3; i++) emit_gemm_arg(e, mnk[i], NULL);
     c_emit_float(out, g->alpha);
     fprintf(out, ", b%d, ", kprog_root_buf(p, g->a));
-    emit_kx(e, g->lda, P_COND);
-    fprintf(out, ", b%d, ", kprog_root_buf(p, g->b));
-    emit_kx(e, g->ldb, P_COND);
-    fputs(", ", out);
+    emit_gemm_arg(e, g->lda, g->count ? g->stride_a : NULL);
+    fprintf(out, "b%d, ", kprog_root_buf(p, g->b));
+    emit_gemm_arg(e, g->ldb, g->count ? g->stride_b : NULL);
     c_emit_float(out, g->beta);
     fprintf(out, ", b%d, ", kprog_root_buf(p, g->c));
     emit_kx(e, g->ldc, P_COND);
+    if (g->count) {
+        fputs(", ", out);
+        emit_kx(e, g->stride_c, P_COND);
+    }
     fputs(");\n", out);
 }
 

@@ -346,21 +346,46 @@ static LLVMValueRef buffer_address(Cg *c, const KBuf *bf, LLVMValueRef state, LL
     }
 }
 
-static void emit_gemm(Cg *c, const KGemm *g) {
-    const char *fname = c->p->real_f64 ? "nnrt_dgemm" : "nnrt_sgemm";
-    LLVMTypeRef params[] = {c->i32, c->i32, c->i64, c->i64, c->i64, c->real, c->ptr,
-                            c->i64, c->ptr, c->i64, c->real, c->ptr, c->i64};
-    LLVMTypeRef fty = LLVMFunctionType(c->voidt, params, 13, false);
+/* The runtime function `fname` of type void(params), declared once per module. */
+static LLVMValueRef runtime_fn(Cg *c, const char *fname, LLVMTypeRef *params, unsigned n, LLVMTypeRef *fty) {
+    *fty = LLVMFunctionType(c->voidt, params, n, false);
     LLVMValueRef fn = LLVMGetNamedFunction(c->mod, fname);
-    if (!fn) fn = LLVMAddFunction(c->mod, fname, fty);
-    LLVMValueRef args[] = {
-        LLVMConstInt(c->i32, g->ta, false), LLVMConstInt(c->i32, g->tb, false),
-        emit_kx(c, g->m), emit_kx(c, g->n), emit_kx(c, g->k),
-        LLVMConstReal(c->real, g->alpha), c->bufptr[kprog_root_buf(c->p, g->a)], emit_kx(c, g->lda),
-        c->bufptr[kprog_root_buf(c->p, g->b)], emit_kx(c, g->ldb),
-        LLVMConstReal(c->real, g->beta), c->bufptr[kprog_root_buf(c->p, g->c)], emit_kx(c, g->ldc),
-    };
-    LLVMBuildCall2(c->b, fty, fn, args, 13, "");
+    return fn ? fn : LLVMAddFunction(c->mod, fname, *fty);
+}
+
+static LLVMValueRef gemm_buf(Cg *c, int buf) { return c->bufptr[kprog_root_buf(c->p, buf)]; }
+
+/* nnrt_[sd]gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), or for
+ * a batch nnrt_[sd]gemm_batched(count, ..., a, lda, sa, b, ldb, sb, ..., c, ldc, sc). */
+static void emit_gemm(Cg *c, const KGemm *g) {
+    bool batched = g->count != NULL;
+    const char *fname = c->p->real_f64 ? (batched ? "nnrt_dgemm_batched" : "nnrt_dgemm")
+                                       : (batched ? "nnrt_sgemm_batched" : "nnrt_sgemm");
+    LLVMTypeRef params[17];
+    LLVMValueRef args[17];
+    unsigned n = 0;
+#define ARG(type, value) (params[n] = (type), args[n++] = (value))
+    if (batched) ARG(c->i64, emit_kx(c, g->count));
+    ARG(c->i32, LLVMConstInt(c->i32, g->ta, false));
+    ARG(c->i32, LLVMConstInt(c->i32, g->tb, false));
+    ARG(c->i64, emit_kx(c, g->m));
+    ARG(c->i64, emit_kx(c, g->n));
+    ARG(c->i64, emit_kx(c, g->k));
+    ARG(c->real, LLVMConstReal(c->real, g->alpha));
+    ARG(c->ptr, gemm_buf(c, g->a));
+    ARG(c->i64, emit_kx(c, g->lda));
+    if (batched) ARG(c->i64, emit_kx(c, g->stride_a));
+    ARG(c->ptr, gemm_buf(c, g->b));
+    ARG(c->i64, emit_kx(c, g->ldb));
+    if (batched) ARG(c->i64, emit_kx(c, g->stride_b));
+    ARG(c->real, LLVMConstReal(c->real, g->beta));
+    ARG(c->ptr, gemm_buf(c, g->c));
+    ARG(c->i64, emit_kx(c, g->ldc));
+    if (batched) ARG(c->i64, emit_kx(c, g->stride_c));
+#undef ARG
+    LLVMTypeRef fty;
+    LLVMValueRef fn = runtime_fn(c, fname, params, n, &fty);
+    LLVMBuildCall2(c->b, fty, fn, args, n, "");
 }
 
 LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char *name) {

@@ -35,6 +35,8 @@ static const struct {
 } runtime_symbols[] = {
     {"nnrt_sgemm", (void (*)(void))nnrt_sgemm},
     {"nnrt_dgemm", (void (*)(void))nnrt_dgemm},
+    {"nnrt_sgemm_batched", (void (*)(void))nnrt_sgemm_batched},
+    {"nnrt_dgemm_batched", (void (*)(void))nnrt_dgemm_batched},
 };
 
 static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit) {
