@@ -153,6 +153,28 @@ static void grad_relu(AdCtx *c, int id, int dy) {
     accumulate(c, id, 0, op2(c, OP_RELU_GRAD, c->g->nodes[id].in[0], dy));
 }
 
+static void grad_leaky_relu(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, op2a(c, OP_LEAKY_RELU_GRAD, n.in[0], dy, n.attr));
+}
+
+static void grad_elu(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, op2a(c, OP_ELU_GRAD, n.in[0], dy, n.attr));
+}
+
+static void grad_swish(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_SWISH_GRAD, c->g->nodes[id].in[0], dy));
+}
+
+static void grad_softplus(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_MUL, dy, op1(c, OP_SIGMOID, c->g->nodes[id].in[0])));
+}
+
+static void grad_abs(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_ABS_GRAD, c->g->nodes[id].in[0], dy));
+}
+
 /* C = op(A) op(B). With op(X) = X or X^T, the four cases:
  *   C = A B      dA = dC B^T     dB = A^T dC
  *   C = A B^T    dA = dC B       dB = dC^T A

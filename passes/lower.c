@@ -181,6 +181,57 @@ static Kx *scalar_relu_grad(Arena *a, const Node *n, Kx **x) {
     return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], R(0));
 }
 
+static Kx *scalar_leaky_relu(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[0], BIN(MUL, R(n->attr[0]), x[0]));
+}
+
+/* alpha (e^min(x,0) - 1) on the negative side: e^x is never taken of a
+ * large x, so no inf is computed even in the branch not chosen. */
+static Kx *scalar_elu(Arena *a, const Node *n, Kx **x) {
+    Kx *neg = BIN(MUL, R(n->attr[0]), BIN(SUB, UN(EXP, BIN(MIN, x[0], R(0))), R(1)));
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[0], neg);
+}
+
+/* x / (1 + e^-x): for very negative x the quotient is x / inf = -0. */
+static Kx *scalar_swish(Arena *a, const Node *n, Kx **x) {
+    return BIN(DIV, x[0], BIN(ADD, R(1), UN(EXP, UN(NEG, x[0]))));
+}
+
+/* max(x, 0) + log1p(e^-|x|): the exponent is never positive, so nothing
+ * overflows, and log1p keeps the small tail exact for very negative x. */
+static Kx *softplus_of(Arena *a, Kx *x) {
+    return BIN(ADD, BIN(MAX, x, R(0)), UN(LOG1P, UN(EXP, UN(NEG, UN(ABS, x)))));
+}
+
+static Kx *scalar_softplus(Arena *a, const Node *n, Kx **x) { return softplus_of(a, x[0]); }
+static Kx *scalar_abs(Arena *a, const Node *n, Kx **x) { return UN(ABS, x[0]); }
+
+static Kx *scalar_step(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), R(1), R(0));
+}
+
+/* The derivatives below take x[0] = the activation's input, x[1] = dy. */
+static Kx *scalar_leaky_relu_grad(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], BIN(MUL, R(n->attr[0]), x[1]));
+}
+
+static Kx *scalar_elu_grad(Arena *a, const Node *n, Kx **x) {
+    Kx *neg = BIN(MUL, x[1], BIN(MUL, R(n->attr[0]), UN(EXP, BIN(MIN, x[0], R(0)))));
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], neg);
+}
+
+/* d/dx x s(x) = s + x s (1 - s) = s (1 + x (1 - s)): finite at both ends
+ * (s = 0 for very negative x, 1 for very positive x). */
+static Kx *scalar_swish_grad(Arena *a, const Node *n, Kx **x) {
+    Kx *s = BIN(DIV, R(1), BIN(ADD, R(1), UN(EXP, UN(NEG, x[0]))));
+    return BIN(MUL, x[1], BIN(MUL, s, BIN(ADD, R(1), BIN(MUL, x[0], BIN(SUB, R(1), s)))));
+}
+
+static Kx *scalar_abs_grad(Arena *a, const Node *n, Kx **x) {
+    Kx *neg = kx_select(a, kx_cmp(a, KX_LT, x[0], R(0)), UN(NEG, x[1]), R(0));
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], neg);
+}
+
 static const ScalarFn scalar_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = scalar,
 #include "ir/ops.def"
