@@ -257,6 +257,14 @@ static void grad_cross_entropy(AdCtx *c, int id, int dy) {
     accumulate(c, id, 0, op2(c, OP_MUL, op2(c, OP_SUB, p, onehot), scale));
 }
 
+/* l = max(z, 0) - t z + log1p(e^-|z|)  =>  dl/dz = sigmoid(z) - t, dl/dt = -z */
+static void grad_logistic_loss(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    int z = n.in[0], t = n.in[1];
+    if (wants(c, id, 0)) accumulate(c, id, 0, op2(c, OP_MUL, dy, op2(c, OP_SUB, op1(c, OP_SIGMOID, z), t)));
+    if (wants(c, id, 1)) accumulate(c, id, 1, op1(c, OP_NEG, op2(c, OP_MUL, dy, z)));
+}
+
 static const GradFn grad_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = grad,
 #define OP(e, name, arity, flags, attrs, shape, grad, lower) [OP_##e] = grad,

@@ -232,6 +232,14 @@ static Kx *scalar_abs_grad(Arena *a, const Node *n, Kx **x) {
     return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], neg);
 }
 
+/* x[0] = z, x[1] = t: max(z, 0) - t z + log1p(e^-|z|). The difference is
+ * taken before the log1p term is added, so a confident correct logit
+ * (z = 20, t = 1) gives its small loss exactly rather than 20 - 20. */
+static Kx *scalar_logistic_loss(Arena *a, const Node *n, Kx **x) {
+    Kx *linear = BIN(SUB, BIN(MAX, x[0], R(0)), BIN(MUL, x[1], x[0]));
+    return BIN(ADD, linear, UN(LOG1P, UN(EXP, UN(NEG, UN(ABS, x[0])))));
+}
+
 static const ScalarFn scalar_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = scalar,
 #include "ir/ops.def"
@@ -475,6 +483,27 @@ static void lower_onehot(LowerCtx *c, int id) {
     Kx *label = kx_load(c->p, c->buf[n->in[0]], vars[0]);
     Kx *value = kx_select(a, kx_cmp(a, KX_EQ, label, vars[1]), kx_real(a, 1), kx_real(a, 0));
     ks_store(a, body, c->buf[id], linear_index(a, &n->type, vars), value, false);
+}
+
+/* Column k of a row is 1 when its label is one of the classes of set k:
+ * a chain of selects, one comparison per class of the set. */
+static void lower_multi_hot(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id);
+    KsBlock *blk = new_loop_kernel(c, id);
+    int v = kprog_new_var(c->p);
+    Ks *f = ks_for(a, blk, v, dim_expr(a, n->type.dim[0]), true);
+    Kx *row = kx_var(a, v), *label = kx_load(c->p, c->buf[n->in[0]], row);
+    int64_t sets = n->type.dim[1];
+    for (int64_t k = 0; k < sets; k++) {
+        uint64_t mask = (uint64_t)n->attr[k];
+        Kx *value = kx_real(a, 0);
+        for (int cls = 63; cls >= 0; cls--)
+            if (mask >> cls & 1)
+                value = kx_select(a, kx_cmp(a, KX_EQ, label, kx_int(a, cls)), kx_real(a, 1), value);
+        Kx *index = kx_bin(a, KX_ADD, kx_bin(a, KX_MUL, row, kx_int(a, sets)), kx_int(a, k));
+        ks_store(a, &f->body, c->buf[id], index, value, false);
+    }
 }
 
 static void lower_assign(LowerCtx *c, int id) {
