@@ -62,7 +62,15 @@ typedef struct Lower {
     int depth;             /* def calls in progress */
     bool have_model, have_train;
     Span model_span;
+    struct ActCall *acts; /* activations given with arguments: act=leaky_relu(alpha=0.2) */
+    int nacts, acts_cap;
 } Lower;
+
+/* An activation with its attributes, for act=NAME(...). */
+typedef struct ActCall {
+    Op op;
+    double attr[IR_MAX_ATTRS];
+} ActCall;
 
 static Binding *lookup(Lower *L, const char *name) {
     for (Scope *s = L->scope; s; s = s->parent)
@@ -297,7 +305,7 @@ typedef struct Args {
     bool given[MAX_PARAMS];
     Span span[MAX_PARAMS];
     Value v[MAX_PARAMS];   /* A_TENSOR */
-    double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: the op or -1 */
+    double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: see act_arg */
     InitSpec init[MAX_PARAMS];
     const Expr *expr[MAX_PARAMS]; /* as written (A_LIST: for the builder to read), or NULL */
     Span call_span;
@@ -305,6 +313,7 @@ typedef struct Args {
 } Args;
 
 static Value eval(Lower *L, const Expr *e);
+static bool bind_args(Lower *L, const Expr *call, const ParamSpec *spec, Args *args);
 
 static const char *kind_text(ArgKind k) {
     switch (k) {
@@ -341,6 +350,42 @@ static bool number_arg(Lower *L, const Expr *e, double *v, bool *is_int) {
     return true;
 }
 
+/* act=NAME or act=NAME(attr=value, ...). The argument's number is -1 for
+ * none (identity, linear), the op for a bare name, and OP_COUNT + i for
+ * the i-th entry of L->acts, an op with attributes of its own. */
+static bool act_arg(Lower *L, Args *args, int k, const Expr *e) {
+    if (e->kind != EX_NAME && e->kind != EX_CALL) {
+        diag_error(L->d, e->span, "%s: act= expects an activation such as relu or leaky_relu(alpha=0.1)",
+                   args->callee);
+        return false;
+    }
+    bool none = strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0;
+    Op op = op_lookup(e->text);
+    if (!none && (op == OP_COUNT || !(op_info(op)->flags & OPF_ACT))) {
+        const char *cands[OP_COUNT + 3];
+        int n = 0;
+        for (int i = 0; i < OP_COUNT; i++)
+            if (op_info((Op)i)->flags & OPF_ACT) cands[n++] = op_info((Op)i)->name;
+        cands[n++] = "none";
+        suggest(L, e->kind == EX_CALL ? e->name_span : e->span, "activation", e->text, cands, n);
+        return false;
+    }
+    args->num[k] = none ? -1.0 : (double)op;
+    if (e->kind == EX_NAME) return true;
+    const OpInfo *info = none ? NULL : op_info(op);
+    ParamSpec spec[IR_MAX_ATTRS + 1] = {{0}};
+    for (int i = 0; info && i < info->nattrs; i++)
+        spec[i] = (ParamSpec){info->attr_names[i], A_REAL, info->attr_required[i], info->attr_defaults[i]};
+    Args sub;
+    if (!bind_args(L, e, spec, &sub)) return false;
+    if (!info || info->nattrs == 0) return true;
+    ActCall act = {.op = op};
+    for (int i = 0; i < info->nattrs; i++) act.attr[i] = sub.num[i];
+    VEC_PUSH(L->a, L->acts, L->nacts, L->acts_cap, act);
+    args->num[k] = OP_COUNT + L->nacts - 1;
+    return true;
+}
+
 static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
     const ParamSpec *p = &args->spec[k];
     args->given[k] = true;
@@ -374,28 +419,7 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
         }
         diag_error(L->d, e->span, "%s: '%s' must be true or false", args->callee, p->name);
         return false;
-    case A_ACT: {
-        if (e->kind != EX_NAME) {
-            diag_error(L->d, e->span, "%s: act= expects an activation name such as relu", args->callee);
-            return false;
-        }
-        if (strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0) {
-            args->num[k] = -1;
-            return true;
-        }
-        Op op = op_lookup(e->text);
-        if (op != OP_COUNT && (op_info(op)->flags & OPF_ACT)) {
-            args->num[k] = op;
-            return true;
-        }
-        const char *cands[OP_COUNT + 3];
-        int n = 0;
-        for (int i = 0; i < OP_COUNT; i++)
-            if (op_info((Op)i)->flags & OPF_ACT) cands[n++] = op_info((Op)i)->name;
-        cands[n++] = "none";
-        suggest(L, e->span, "activation", e->text, cands, n);
-        return false;
-    }
+    case A_ACT: return act_arg(L, args, k, e);
     case A_INIT: return parse_init(L, e, &args->init[k]);
     case A_LIST:
         if (e->kind != EX_LIST) {
@@ -512,8 +536,13 @@ typedef struct Builtin {
     BuildFn build;
 } Builtin;
 
+/* `act` as act_arg gives it: -1 (none), an op, or OP_COUNT + an entry of L->acts. */
 static Value apply_act(Lower *L, Value v, double act, Span span, const char *name) {
     if (v.kind == V_ERROR || act < 0) return v;
+    if (act >= OP_COUNT) {
+        const ActCall *ac = &L->acts[(int)act - OP_COUNT];
+        return emit(L, ac->op, 1, (int32_t[]){v.node}, ac->attr, span, name);
+    }
     return emit1(L, (Op)(int)act, v.node, span, name);
 }
 
