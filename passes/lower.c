@@ -232,11 +232,13 @@ static Kx *scalar_abs_grad(Arena *a, const Node *n, Kx **x) {
     return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], neg);
 }
 
-/* x[0] = z, x[1] = t: max(z, 0) - t z + log1p(e^-|z|). The difference is
- * taken before the log1p term is added, so a confident correct logit
- * (z = 20, t = 1) gives its small loss exactly rather than 20 - 20. */
+/* x[0] = z, x[1] = t: max(z, 0) - t z + log1p(e^-|z|), with the first two
+ * terms taken together as (1 - t) z or -t z, so that a confident correct
+ * logit (z = 20, t = 1) keeps its small loss, log1p(e^-20), rather than
+ * 20 - 20 + e^-20 in whatever order the backend's reassociation picks. */
 static Kx *scalar_logistic_loss(Arena *a, const Node *n, Kx **x) {
-    Kx *linear = BIN(SUB, BIN(MAX, x[0], R(0)), BIN(MUL, x[1], x[0]));
+    Kx *pos = BIN(MUL, BIN(SUB, R(1), x[1]), x[0]), *neg = UN(NEG, BIN(MUL, x[1], x[0]));
+    Kx *linear = kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), pos, neg);
     return BIN(ADD, linear, UN(LOG1P, UN(EXP, UN(NEG, UN(ABS, x[0])))));
 }
 
