@@ -223,12 +223,14 @@ static int slot_class(uint32_t flags) {
 }
 
 void module_layout_state(Module *m) {
-    const Graph *g = m->train ? m->train : m->model;
     m->nslots = 0;
     int64_t offset = 0;
     /* Parameters first (a deployed model needs only this prefix), then the
-     * optimizer's moments, then hyper-parameters. */
+     * optimizer's moments, then hyper-parameters. The parameters are those
+     * of the model graph: one that only an output depends on is not in the
+     * training step, but the forward function reads it all the same. */
     for (int cls = 0; cls < 3; cls++) {
+        const Graph *g = m->train && cls > 0 ? m->train : m->model;
         for (int i = 0; i < g->n; i++) {
             const Node *n = &g->nodes[i];
             if (n->op != OP_PARAM || slot_class(n->flags) != cls) continue;
