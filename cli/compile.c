@@ -93,5 +93,22 @@ bool classifier_shape(const Module *m, ClassifierShape *out, Diag *d) {
                    out->target->name);
         return false;
     }
+    /* Evaluation reads one output, the class probabilities, per example. */
+    const Node *output = NULL;
+    int noutputs = 0;
+    for (int i = 0; i < g->n; i++)
+        if (g->nodes[i].flags & NF_OUTPUT) output = &g->nodes[i], noutputs++;
+    IrType want = type_tensor(DT_F32, 2, (int64_t[]){IR_BATCH, out->classes});
+    if (noutputs != 1 || !type_equal(&output->type, &want)) {
+        char t1[TYPE_STR_MAX], t2[TYPE_STR_MAX];
+        if (noutputs != 1)
+            diag_error(d, SPAN_NONE, "this command evaluates classifiers: one output, the class probabilities "
+                                     "%s, but the model has %d outputs", type_str(&want, t1, sizeof t1), noutputs);
+        else
+            diag_error(d, output->span, "this command evaluates classifiers: its output must be the class "
+                                        "probabilities %s, but '%s' is %s", type_str(&want, t1, sizeof t1),
+                       output->name, type_str(&output->type, t2, sizeof t2));
+        return false;
+    }
     return true;
 }
