@@ -368,11 +368,15 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("losses");
+    /* Each test JIT-compiles a model: seconds, not milliseconds, in
+     * sanitizer builds running beside other tests. */
     TCase *act = tcase_create("activations");
+    tcase_set_timeout(act, 60);
     tcase_add_test(act, test_activation_values);
     tcase_add_test(act, test_activation_gradients_at_extremes);
     suite_add_tcase(s, act);
     TCase *loss = tcase_create("losses");
+    tcase_set_timeout(loss, 60);
     tcase_add_test(loss, test_squared_error_mse_rmse);
     tcase_add_test(loss, test_binary_cross_entropy_extreme_logits);
     tcase_add_test(loss, test_binary_cross_entropy_gradient_at_extremes);
