@@ -101,13 +101,15 @@ bool classifier_shape(const Module *m, ClassifierShape *out, Diag *d) {
     IrType want = type_tensor(DT_F32, 2, (int64_t[]){IR_BATCH, out->classes});
     if (noutputs != 1 || !type_equal(&output->type, &want)) {
         char t1[TYPE_STR_MAX], t2[TYPE_STR_MAX];
+        type_str(&want, t1, sizeof t1);
         if (noutputs != 1)
-            diag_error(d, SPAN_NONE, "this command evaluates classifiers: one output, the class probabilities "
-                                     "%s, but the model has %d outputs", type_str(&want, t1, sizeof t1), noutputs);
+            diag_error(d, SPAN_NONE,
+                       "this command evaluates classifiers: one output, the class probabilities %s, but the model "
+                       "has %d outputs", t1, noutputs);
         else
-            diag_error(d, output->span, "this command evaluates classifiers: its output must be the class "
-                                        "probabilities %s, but '%s' is %s", type_str(&want, t1, sizeof t1),
-                       output->name, type_str(&output->type, t2, sizeof t2));
+            diag_error(d, output->span,
+                       "this command evaluates classifiers: its output must be the class probabilities %s, but "
+                       "'%s' is %s", t1, output->name, type_str(&output->type, t2, sizeof t2));
         return false;
     }
     return true;

@@ -359,7 +359,8 @@ static bool act_arg(Lower *L, Args *args, int k, const Expr *e) {
                    args->callee);
         return false;
     }
-    bool none = strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0;
+    bool none =
+        strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0;
     Op op = op_lookup(e->text);
     if (!none && (op == OP_COUNT || !(op_info(op)->flags & OPF_ACT))) {
         const char *cands[OP_COUNT + 3];
@@ -664,7 +665,8 @@ static Value build_cross_entropy(Lower *L, const Expr *call, Args *a) {
     if (type_of(L, t)->dtype == DT_I32) return emit2(L, OP_CROSS_ENTROPY, z.node, t.node, call->span, "loss");
     if (!loss_reals(L, a, "logits", "targets", NULL)) return value_error;
     if (type_of(L, z)->rank != 2) {
-        diag_error(L->d, a->span[0], "cross_entropy expects logits of shape [N, classes], got %s", type_text(L, z));
+        diag_error(L->d, a->span[0], "cross_entropy expects logits of shape [N, classes], got %s",
+                   type_text(L, z));
         return value_error;
     }
     if (!type_equal(type_of(L, z), type_of(L, t))) {
@@ -675,7 +677,8 @@ static Value build_cross_entropy(Lower *L, const Expr *call, Args *a) {
         return value_error;
     }
     Value terms = loss2(L, OP_MUL, t, loss1(L, OP_LOG_SOFTMAX, z, call->span), call->span);
-    return per_example(L, loss1(L, OP_NEG, reduce_all(L, OP_SUM, terms, call->span), call->span), z, call->span);
+    Value total = reduce_all(L, OP_SUM, terms, call->span);
+    return per_example(L, loss1(L, OP_NEG, total, call->span), z, call->span);
 }
 
 /* (pred - target)^2, elementwise */
@@ -796,7 +799,8 @@ static Value build_multi_hot(Lower *L, const Expr *call, Args *a) {
     }
     const Expr *sets = a->expr[1];
     if (sets->nargs == 0 || sets->args[0].value->kind != EX_LIST) {
-        diag_error(L->d, sets->span, "multi_hot expects a list of sets of class ids, as in [[5, 7, 9], [0, 2]]");
+        diag_error(L->d, sets->span,
+                   "multi_hot expects a list of sets of class ids, as in [[5, 7, 9], [0, 2]]");
         return value_error;
     }
     if (sets->nargs > IR_MAX_ATTRS) {

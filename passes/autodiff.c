@@ -333,7 +333,8 @@ bool pass_autodiff(Module *m, Diag *d) {
     for (int i = 0; i < m->model->n; i++) {
         const Node *n = &m->model->nodes[i];
         if (trainable(n) && graph_find_leaf(g, OP_PARAM, n->name) < 0)
-            diag_warning(d, n->span, "the loss does not depend on parameter '%s'; it will not change", n->name);
+            diag_warning(d, n->span, "the loss does not depend on parameter '%s'; it will not change",
+                         n->name);
     }
     free(c.grad);
     free(c.needs);
