@@ -44,13 +44,20 @@ typedef struct CheckOptions {
 } CheckOptions;
 
 /* The number of classes a label target takes: its `classes`, or the width
- * of the logits a cross-entropy compares it with. */
+ * of the logits a cross-entropy compares it with, or what multi_hot reads. */
 static int64_t target_classes(const Graph *g, int target) {
     if (g->nodes[target].attr[0] > 0) return (int64_t)g->nodes[target].attr[0];
     for (int i = 0; i < g->n; i++) {
         const Node *n = &g->nodes[i];
         if (n->op == OP_CROSS_ENTROPY && n->in[1] == target) return g->nodes[n->in[0]].type.dim[1];
         if (n->op == OP_ONEHOT && n->in[0] == target) return (int64_t)n->attr[0];
+        if (n->op == OP_MULTI_HOT && n->in[0] == target) { /* up to the highest class a set names */
+            int64_t top = 0;
+            for (int k = 0; k < IR_MAX_ATTRS; k++)
+                for (int b = 0; b < 64; b++)
+                    if ((uint64_t)n->attr[k] >> b & 1 && b + 1 > top) top = b + 1;
+            return top > 1 ? top : 2;
+        }
     }
     return 2;
 }

@@ -64,7 +64,15 @@ typedef struct Lower {
     Span model_span;
     const Stmt **name_lists; /* freeze and pretrained statements, resolved at the end */
     int nname_lists, name_lists_cap;
+    struct ActCall *acts; /* activations given with arguments: act=leaky_relu(alpha=0.2) */
+    int nacts, acts_cap;
 } Lower;
+
+/* An activation with its attributes, for act=NAME(...). */
+typedef struct ActCall {
+    Op op;
+    double attr[IR_MAX_ATTRS];
+} ActCall;
 
 static Binding *lookup(Lower *L, const char *name) {
     for (Scope *s = L->scope; s; s = s->parent)
@@ -299,7 +307,7 @@ typedef struct Args {
     bool given[MAX_PARAMS];
     Span span[MAX_PARAMS];
     Value v[MAX_PARAMS];   /* A_TENSOR */
-    double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: the op or -1 */
+    double num[MAX_PARAMS]; /* A_INT, A_REAL, A_BOOL, A_AXIS; A_ACT: see act_arg */
     InitSpec init[MAX_PARAMS];
     int64_t pair[MAX_PARAMS][2]; /* A_PAIR: (h, w) */
     const Expr *expr[MAX_PARAMS]; /* as written (A_LIST: for the builder to read), or NULL */
@@ -308,6 +316,7 @@ typedef struct Args {
 } Args;
 
 static Value eval(Lower *L, const Expr *e);
+static bool bind_args(Lower *L, const Expr *call, const ParamSpec *spec, Args *args);
 
 static const char *kind_text(ArgKind k) {
     switch (k) {
@@ -373,6 +382,43 @@ static bool bind_pair(Lower *L, Args *args, int k, const Expr *e) {
     return true;
 }
 
+/* act=NAME or act=NAME(attr=value, ...). The argument's number is -1 for
+ * none (identity, linear), the op for a bare name, and OP_COUNT + i for
+ * the i-th entry of L->acts, an op with attributes of its own. */
+static bool act_arg(Lower *L, Args *args, int k, const Expr *e) {
+    if (e->kind != EX_NAME && e->kind != EX_CALL) {
+        diag_error(L->d, e->span, "%s: act= expects an activation such as relu or leaky_relu(alpha=0.1)",
+                   args->callee);
+        return false;
+    }
+    bool none =
+        strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0;
+    Op op = op_lookup(e->text);
+    if (!none && (op == OP_COUNT || !(op_info(op)->flags & OPF_ACT))) {
+        const char *cands[OP_COUNT + 3];
+        int n = 0;
+        for (int i = 0; i < OP_COUNT; i++)
+            if (op_info((Op)i)->flags & OPF_ACT) cands[n++] = op_info((Op)i)->name;
+        cands[n++] = "none";
+        suggest(L, e->kind == EX_CALL ? e->name_span : e->span, "activation", e->text, cands, n);
+        return false;
+    }
+    args->num[k] = none ? -1.0 : (double)op;
+    if (e->kind == EX_NAME) return true;
+    const OpInfo *info = none ? NULL : op_info(op);
+    ParamSpec spec[IR_MAX_ATTRS + 1] = {{0}};
+    for (int i = 0; info && i < info->nattrs; i++)
+        spec[i] = (ParamSpec){info->attr_names[i], A_REAL, info->attr_required[i], info->attr_defaults[i]};
+    Args sub;
+    if (!bind_args(L, e, spec, &sub)) return false;
+    if (!info || info->nattrs == 0) return true;
+    ActCall act = {.op = op};
+    for (int i = 0; i < info->nattrs; i++) act.attr[i] = sub.num[i];
+    VEC_PUSH(L->a, L->acts, L->nacts, L->acts_cap, act);
+    args->num[k] = OP_COUNT + L->nacts - 1;
+    return true;
+}
+
 static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
     const ParamSpec *p = &args->spec[k];
     args->given[k] = true;
@@ -406,28 +452,7 @@ static bool bind_arg(Lower *L, Args *args, int k, const Expr *e) {
         }
         diag_error(L->d, e->span, "%s: '%s' must be true or false", args->callee, p->name);
         return false;
-    case A_ACT: {
-        if (e->kind != EX_NAME) {
-            diag_error(L->d, e->span, "%s: act= expects an activation name such as relu", args->callee);
-            return false;
-        }
-        if (strcmp(e->text, "none") == 0 || strcmp(e->text, "identity") == 0 || strcmp(e->text, "linear") == 0) {
-            args->num[k] = -1;
-            return true;
-        }
-        Op op = op_lookup(e->text);
-        if (op != OP_COUNT && (op_info(op)->flags & OPF_ACT)) {
-            args->num[k] = op;
-            return true;
-        }
-        const char *cands[OP_COUNT + 3];
-        int n = 0;
-        for (int i = 0; i < OP_COUNT; i++)
-            if (op_info((Op)i)->flags & OPF_ACT) cands[n++] = op_info((Op)i)->name;
-        cands[n++] = "none";
-        suggest(L, e->span, "activation", e->text, cands, n);
-        return false;
-    }
+    case A_ACT: return act_arg(L, args, k, e);
     case A_INIT: return parse_init(L, e, &args->init[k]);
     case A_LIST:
         if (e->kind != EX_LIST) {
@@ -552,8 +577,13 @@ typedef struct Builtin {
     BuildFn build;
 } Builtin;
 
+/* `act` as act_arg gives it: -1 (none), an op, or OP_COUNT + an entry of L->acts. */
 static Value apply_act(Lower *L, Value v, double act, Span span, const char *name) {
     if (v.kind == V_ERROR || act < 0) return v;
+    if (act >= OP_COUNT) {
+        const ActCall *ac = &L->acts[(int)act - OP_COUNT];
+        return emit(L, ac->op, 1, (int32_t[]){v.node}, ac->attr, span, name);
+    }
     return emit1(L, (Op)(int)act, v.node, span, name);
 }
 
@@ -618,25 +648,224 @@ static Value build_matmul(Lower *L, const Expr *call, Args *a) {
                 call->span, L->stmt_name);
 }
 
-/* cross_entropy(logits, labels): mean over the batch of -log softmax(logits)[label]. */
+/* The two tensors a loss compares (arguments 0 and 1, called `what0` and
+ * `what1` in messages) hold reals; `hint` follows a complaint about the
+ * second. */
+static bool loss_reals(Lower *L, const Args *a, const char *what0, const char *what1, const char *hint) {
+    const char *what[2] = {what0, what1};
+    for (int k = 0; k < 2; k++)
+        if (type_of(L, a->v[k])->dtype != DT_F32) {
+            diag_error(L->d, a->span[k], "%s: the %s must be real (f32), but this is %s%s", a->callee, what[k],
+                       type_text(L, a->v[k]), k == 1 && hint ? hint : "");
+            return false;
+        }
+    return true;
+}
+
+/* ... and have one shape. Broadcasting is not applied: a [N, 1] head
+ * against [N] targets is a mistake, not a wish. */
+static bool loss_pair(Lower *L, const Args *a, const char *what0, const char *what1, const char *hint) {
+    if (!loss_reals(L, a, what0, what1, hint)) return false;
+    if (!type_equal(type_of(L, a->v[0]), type_of(L, a->v[1]))) {
+        diag_error(L->d, a->call_span, "%s: %s %s and %s %s must have the same shape", a->callee, what0,
+                   type_text(L, a->v[0]), what1, type_text(L, a->v[1]));
+        return false;
+    }
+    return true;
+}
+
+/* Loss nodes are named "loss", whatever statement they are part of. */
+static Value loss1(Lower *L, Op op, Value x, Span span) {
+    return x.kind == V_ERROR ? x : emit1(L, op, x.node, span, "loss");
+}
+
+static Value loss2(Lower *L, Op op, Value x, Value y, Span span) {
+    return x.kind == V_ERROR || y.kind == V_ERROR ? value_error : emit2(L, op, x.node, y.node, span, "loss");
+}
+
+/* sum or mean of x over all its axes */
+static Value reduce_all(Lower *L, Op op, Value x, Span span) {
+    if (x.kind == V_ERROR) return x;
+    unsigned all = (1u << type_of(L, x)->rank) - 1;
+    return emit(L, op, 1, (int32_t[]){x.node}, (double[]){all, 0}, span, "loss");
+}
+
+/* x divided by the size of the first (batch) axis of `like` */
+static Value per_example(Lower *L, Value x, Value like, Span span) {
+    Value rows = emit(L, OP_SIZE, 1, (int32_t[]){like.node}, (double[]){1}, span, "loss");
+    return loss2(L, OP_DIV, x, rows, span);
+}
+
+/* cross_entropy(logits, labels): mean over the batch of -log softmax(logits)[label]
+ * for class labels i32[N]; for targets f32[N, C] (one-hot or probabilities),
+ * mean over the batch of -sum_c t_c log_softmax(logits)_c, log_softmax being
+ * computed in the log-sum-exp form. */
 static Value build_cross_entropy(Lower *L, const Expr *call, Args *a) {
-    return emit2(L, OP_CROSS_ENTROPY, a->v[0].node, a->v[1].node, call->span, "loss");
+    Value z = a->v[0], t = a->v[1];
+    if (type_of(L, t)->dtype == DT_I32) return emit2(L, OP_CROSS_ENTROPY, z.node, t.node, call->span, "loss");
+    if (!loss_reals(L, a, "logits", "targets", NULL)) return value_error;
+    if (type_of(L, z)->rank != 2) {
+        diag_error(L->d, a->span[0], "cross_entropy expects logits of shape [N, classes], got %s",
+                   type_text(L, z));
+        return value_error;
+    }
+    if (!type_equal(type_of(L, z), type_of(L, t))) {
+        diag_error(L->d, a->span[1],
+                   "cross_entropy: targets %s do not fit logits %s: give class labels i32[N], or targets of the "
+                   "logits' shape (one-hot or probabilities)",
+                   type_text(L, t), type_text(L, z));
+        return value_error;
+    }
+    Value terms = loss2(L, OP_MUL, t, loss1(L, OP_LOG_SOFTMAX, z, call->span), call->span);
+    Value total = reduce_all(L, OP_SUM, terms, call->span);
+    return per_example(L, loss1(L, OP_NEG, total, call->span), z, call->span);
+}
+
+/* (pred - target)^2, elementwise */
+static Value squared_difference(Lower *L, const Args *a, Span span) {
+    return loss1(L, OP_SQUARE, loss2(L, OP_SUB, a->v[0], a->v[1], span), span);
 }
 
 /* mse(pred, target): mean over all elements of (pred - target)^2. */
 static Value build_mse(Lower *L, const Expr *call, Args *a) {
-    const IrType *tp = type_of(L, a->v[0]), *tt = type_of(L, a->v[1]);
-    if (!type_equal(tp, tt)) {
-        diag_error(L->d, call->span, "mse of %s and %s: prediction and target must have the same shape",
-                   type_text(L, a->v[0]), type_text(L, a->v[1]));
+    if (!loss_pair(L, a, "prediction", "target", NULL)) return value_error;
+    return reduce_all(L, OP_MEAN, squared_difference(L, a, call->span), call->span);
+}
+
+/* rmse(pred, target) = sqrt(mse(pred, target)) */
+static Value build_rmse(Lower *L, const Expr *call, Args *a) {
+    return loss1(L, OP_SQRT, build_mse(L, call, a), call->span);
+}
+
+/* squared_error(pred, target): 1/2 sum over the elements of each example of
+ * (pred - target)^2, mean over the batch (the first axis). */
+static Value build_squared_error(Lower *L, const Expr *call, Args *a) {
+    if (!loss_pair(L, a, "prediction", "target", NULL)) return value_error;
+    if (type_of(L, a->v[0])->rank < 1) {
+        diag_error(L->d, a->span[0], "squared_error expects values with a batch axis, [N, ...], got %s",
+                   type_text(L, a->v[0]));
         return value_error;
     }
-    Value diff = emit2(L, OP_SUB, a->v[0].node, a->v[1].node, call->span, "loss");
-    if (diff.kind == V_ERROR) return diff;
-    Value sq = emit1(L, OP_SQUARE, diff.node, call->span, "loss");
-    if (sq.kind == V_ERROR) return sq;
-    unsigned all = (1u << tp->rank) - 1;
-    return emit(L, OP_MEAN, 1, (int32_t[]){sq.node}, (double[]){all, 0}, call->span, "loss");
+    Value total = reduce_all(L, OP_SUM, squared_difference(L, a, call->span), call->span);
+    Value half = loss2(L, OP_MUL, total, constant(L, 0.5, call->span), call->span);
+    return per_example(L, half, a->v[0], call->span);
+}
+
+/* binary_cross_entropy(logits, targets), also sigmoid_cross_entropy: mean over
+ * all elements of -t ln sigmoid(z) - (1 - t) ln(1 - sigmoid(z)), computed as
+ * max(z, 0) - t z + log1p(e^-|z|). */
+static Value build_binary_cross_entropy(Lower *L, const Expr *call, Args *a) {
+    if (!loss_pair(L, a, "logits", "targets", "; make targets from class labels with multi_hot"))
+        return value_error;
+    return reduce_all(L, OP_MEAN, loss2(L, OP_LOGISTIC_LOSS, a->v[0], a->v[1], call->span), call->span);
+}
+
+/* Weston-Watkins: mean over the batch of sum_{j != y} max(0, margin + s_j - s_y). */
+static Value multiclass_hinge(Lower *L, const Expr *call, Args *a) {
+    Value s = a->v[0], y = a->v[1];
+    const IrType *ts = type_of(L, s), *ty = type_of(L, y);
+    Span sp = call->span;
+    if (ts->dtype != DT_F32 || ts->rank != 2) {
+        diag_error(L->d, a->span[0], "hinge with class labels expects scores f32[N, classes], got %s",
+                   type_text(L, s));
+        return value_error;
+    }
+    if (ty->rank != 1 || ty->dim[0] != ts->dim[0]) {
+        diag_error(L->d, a->span[1], "hinge: scores %s need one class label per row, i32[%s], got %s",
+                   type_text(L, s), ts->dim[0] == IR_BATCH ? "N" : "rows", type_text(L, y));
+        return value_error;
+    }
+    Value onehot = emit(L, OP_ONEHOT, 1, (int32_t[]){y.node}, (double[]){(double)ts->dim[1]}, sp, "loss");
+    Value picked = loss2(L, OP_MUL, s, onehot, sp);
+    if (picked.kind == V_ERROR) return picked;
+    Value sy = emit(L, OP_SUM, 1, (int32_t[]){picked.node}, (double[]){2, 1}, sp, "loss"); /* [N, 1] */
+    Value diff = loss2(L, OP_SUB, loss2(L, OP_ADD, s, constant(L, a->num[2], sp), sp), sy, sp);
+    Value others = loss2(L, OP_SUB, constant(L, 1, sp), onehot, sp);
+    Value terms = loss2(L, OP_MUL, loss1(L, OP_RELU, diff, sp), others, sp);
+    return per_example(L, reduce_all(L, OP_SUM, terms, sp), s, sp);
+}
+
+/* hinge(scores, targets, margin=1): with targets f32 in {-1, +1} of the
+ * scores' shape, mean over all elements of max(0, margin - t s); with class
+ * labels i32[N], the multi-class hinge above. */
+static Value build_hinge(Lower *L, const Expr *call, Args *a) {
+    if (!(a->num[2] >= 0)) {
+        diag_error(L->d, a->span[2], "hinge: the margin must be at least 0");
+        return value_error;
+    }
+    if (type_of(L, a->v[1])->dtype == DT_I32) return multiclass_hinge(L, call, a);
+    if (!loss_pair(L, a, "scores", "targets", NULL)) return value_error;
+    Span sp = call->span;
+    Value ts = loss2(L, OP_MUL, a->v[1], a->v[0], sp);
+    Value terms = loss1(L, OP_RELU, loss2(L, OP_SUB, constant(L, a->num[2], sp), ts, sp), sp);
+    return reduce_all(L, OP_MEAN, terms, sp);
+}
+
+enum { MULTI_HOT_CLASSES = 52 }; /* a set's bitmask stays exact in a double */
+
+/* The bitmask of one set of class ids, each in [0, limit). */
+static bool class_set(Lower *L, const Expr *set, int64_t limit, const char *limit_text, double *mask) {
+    if (set->kind != EX_LIST || set->nargs == 0) {
+        diag_error(L->d, set->span, "multi_hot: each set is a non-empty list of class ids, as in [5, 7, 9]");
+        return false;
+    }
+    uint64_t bits = 0;
+    for (int i = 0; i < set->nargs; i++) {
+        const Expr *item = set->args[i].value;
+        double v;
+        bool is_int;
+        if (!number_arg(L, item, &v, &is_int) || !is_int) {
+            diag_error(L->d, item->span, "multi_hot: a class id must be an integer");
+            return false;
+        }
+        if (v < 0 || v >= (double)limit) {
+            diag_error(L->d, item->span, "multi_hot: class %.0f is out of range: %s", v, limit_text);
+            return false;
+        }
+        bits |= (uint64_t)1 << (int)v;
+    }
+    *mask = (double)bits;
+    return true;
+}
+
+/* multi_hot(labels, [[5, 7, 9], [0, 2, 4, 6]]): f32[N, K], column k 1 where
+ * the label is in set k. At most IR_MAX_ATTRS sets (one attribute each). */
+static Value build_multi_hot(Lower *L, const Expr *call, Args *a) {
+    Value y = a->v[0];
+    const IrType *t = type_of(L, y);
+    if (t->dtype != DT_I32 || t->rank != 1) {
+        diag_error(L->d, a->span[0], "multi_hot expects class labels i32[N], got %s", type_text(L, y));
+        return value_error;
+    }
+    const Expr *sets = a->expr[1];
+    if (sets->nargs == 0 || sets->args[0].value->kind != EX_LIST) {
+        diag_error(L->d, sets->span,
+                   "multi_hot expects a list of sets of class ids, as in [[5, 7, 9], [0, 2]]");
+        return value_error;
+    }
+    if (sets->nargs > IR_MAX_ATTRS) {
+        diag_error(L->d, sets->span, "multi_hot takes at most %d sets, got %d", IR_MAX_ATTRS, sets->nargs);
+        return value_error;
+    }
+    const Node *labels = &L->g->nodes[y.node];
+    int64_t classes = labels->op == OP_INPUT ? (int64_t)labels->attr[0] : 0, limit = MULTI_HOT_CLASSES;
+    const char *limit_text = "class ids go from 0 to 51";
+    if (classes > 0 && classes <= MULTI_HOT_CLASSES) {
+        limit = classes;
+        limit_text = arena_printf(L->a, "'%s' has %lld classes, 0 to %lld", labels->name, (long long)classes,
+                                  (long long)classes - 1);
+    }
+    double masks[IR_MAX_ATTRS] = {0};
+    for (int k = 0; k < sets->nargs; k++)
+        if (!class_set(L, sets->args[k].value, limit, limit_text, &masks[k])) return value_error;
+    return emit(L, OP_MULTI_HOT, 1, (int32_t[]){y.node}, masks, call->span, L->stmt_name);
+}
+
+/* identity(x), linear(x): x itself (the activation that does nothing). */
+static Value build_identity(Lower *L, const Expr *call, Args *a) {
+    (void)L;
+    (void)call;
+    return a->v[0];
 }
 
 /* accuracy(scores, labels): the fraction of examples whose best score is at the label. */
@@ -807,6 +1036,14 @@ static const Builtin builtins[] = {
     {"maxpool", {T("x"), {"window", A_PAIR, true, 0}, {"stride", A_PAIR, false, 1}}, build_maxpool},
     {"avgpool", {T("x"), {"window", A_PAIR, true, 0}, {"stride", A_PAIR, false, 1}}, build_avgpool},
     {"dropout", {T("x"), {"rate", A_REAL, true, 0}}, build_dropout},
+    {"rmse", {T("pred"), T("target")}, build_rmse},
+    {"squared_error", {T("pred"), T("target")}, build_squared_error},
+    {"binary_cross_entropy", {T("logits"), T("targets")}, build_binary_cross_entropy},
+    {"sigmoid_cross_entropy", {T("logits"), T("targets")}, build_binary_cross_entropy},
+    {"hinge", {T("scores"), T("targets"), {"margin", A_REAL, false, 1}}, build_hinge},
+    {"multi_hot", {T("labels"), {"sets", A_LIST, true, 0}}, build_multi_hot},
+    {"identity", {T("x")}, build_identity},
+    {"linear", {T("x")}, build_identity},
 };
 #undef T
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };

@@ -240,7 +240,9 @@ void module_layout_state(Module *m) {
     m->nslots = 0;
     int64_t offset = 0;
     /* Parameters first (a deployed model needs only this prefix), then the
-     * optimizer's moments, then hyper-parameters. */
+     * optimizer's moments, then hyper-parameters. The parameters are those
+     * of the model graph: one that only an output depends on is not in the
+     * training step, but the forward function reads it all the same. */
     for (int cls = 0; cls < 3; cls++) {
         for (int k = 0; k < total; k++) {
             const Node *n = state_param_at(m, k);

@@ -9,6 +9,7 @@ const char *const kx_names[KX_COUNT] = {
     [KX_SUB] = "-",     [KX_MUL] = "*",       [KX_DIV] = "/",       [KX_MOD] = "%",
     [KX_MIN] = "min",   [KX_MAX] = "max",     [KX_POW] = "pow",     [KX_NEG] = "neg",
     [KX_EXP] = "exp",   [KX_LOG] = "log",     [KX_SQRT] = "sqrt",   [KX_ABS] = "abs",     [KX_COS] = "cos",     [KX_SIN] = "sin",     [KX_FLOOR] = "floor",
+    [KX_LOG1P] = "log1p",
     [KX_LT] = "<",      [KX_LE] = "<=",       [KX_GT] = ">",        [KX_GE] = ">=",
     [KX_EQ] = "==",     [KX_NE] = "!=",       [KX_SELECT] = "select", [KX_TOREAL] = "real", [KX_TOINT] = "toint",
     [KX_RAND] = "rand",

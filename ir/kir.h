@@ -41,6 +41,7 @@ typedef enum {
     KX_POW, /* real */
     /* unary, real */
     KX_NEG, KX_EXP, KX_LOG, KX_SQRT, KX_ABS, KX_COS, KX_SIN, KX_FLOOR,
+    KX_LOG1P, /* log(1 + x), accurate for x near 0 */
     /* comparisons -> bool */
     KX_LT, KX_LE, KX_GT, KX_GE, KX_EQ, KX_NE,
     KX_SELECT, /* a ? b : c                               */

@@ -10,7 +10,8 @@
 
 #include <string.h>
 
-/* Axis sets print as lists ([0, 2]), initialisers by name. */
+/* Axis sets and multi_hot's sets of classes print as lists ([0, 2]),
+ * initialisers by name. */
 static int print_attr_value(FILE *out, const OpInfo *info, Op op, int k, double v) {
     if (op == OP_PARAM && k == 0 && v >= 0 && v < INIT_COUNT) return fprintf(out, "%s", init_names[(int)v]);
     if (strcmp(info->attr_names[k], "axes") == 0) {
@@ -19,6 +20,17 @@ static int print_attr_value(FILE *out, const OpInfo *info, Op op, int k, double 
         const char *sep = "";
         for (int i = 0; i < IR_MAX_RANK; i++)
             if (mask & (1u << i)) {
+                n += fprintf(out, "%s%d", sep, i);
+                sep = ", ";
+            }
+        return n + fprintf(out, "]");
+    }
+    if (op == OP_MULTI_HOT) { /* a set of classes, as a bitmask */
+        uint64_t mask = (uint64_t)v;
+        int n = fprintf(out, "[");
+        const char *sep = "";
+        for (int i = 0; i < 64; i++)
+            if (mask >> i & 1) {
                 n += fprintf(out, "%s%d", sep, i);
                 sep = ", ";
             }

@@ -153,6 +153,28 @@ static void grad_relu(AdCtx *c, int id, int dy) {
     accumulate(c, id, 0, op2(c, OP_RELU_GRAD, c->g->nodes[id].in[0], dy));
 }
 
+static void grad_leaky_relu(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, op2a(c, OP_LEAKY_RELU_GRAD, n.in[0], dy, n.attr));
+}
+
+static void grad_elu(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    accumulate(c, id, 0, op2a(c, OP_ELU_GRAD, n.in[0], dy, n.attr));
+}
+
+static void grad_swish(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_SWISH_GRAD, c->g->nodes[id].in[0], dy));
+}
+
+static void grad_softplus(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_MUL, dy, op1(c, OP_SIGMOID, c->g->nodes[id].in[0])));
+}
+
+static void grad_abs(AdCtx *c, int id, int dy) {
+    accumulate(c, id, 0, op2(c, OP_ABS_GRAD, c->g->nodes[id].in[0], dy));
+}
+
 /* C = op(A) op(B). With op(X) = X or X^T, the four cases:
  *   C = A B      dA = dC B^T     dB = A^T dC
  *   C = A B^T    dA = dC B       dB = dC^T A
@@ -269,6 +291,14 @@ static void grad_dropout(AdCtx *c, int id, int dy) {
     accumulate(c, id, 0, emit(c, OP_DROPOUT_GRAD, 3, (int32_t[]){dy, n.in[1], n.in[2]}, n.attr));
 }
 
+/* l = max(z, 0) - t z + log1p(e^-|z|)  =>  dl/dz = sigmoid(z) - t, dl/dt = -z */
+static void grad_logistic_loss(AdCtx *c, int id, int dy) {
+    Node n = c->g->nodes[id];
+    int z = n.in[0], t = n.in[1];
+    if (wants(c, id, 0)) accumulate(c, id, 0, op2(c, OP_MUL, dy, op2(c, OP_SUB, op1(c, OP_SIGMOID, z), t)));
+    if (wants(c, id, 1)) accumulate(c, id, 1, op1(c, OP_NEG, op2(c, OP_MUL, dy, z)));
+}
+
 static const GradFn grad_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = grad,
 #define OP(e, name, arity, flags, attrs, shape, grad, lower) [OP_##e] = grad,
@@ -332,6 +362,13 @@ bool pass_autodiff(Module *m, Diag *d) {
         }
         g->nodes[gi].flags |= NF_GRAD;
         g->nodes[gi].name = n.name;
+    }
+    /* A parameter that only outputs depend on is not in this graph at all. */
+    for (int i = 0; i < m->model->n; i++) {
+        const Node *n = &m->model->nodes[i];
+        if (trainable(n) && graph_find_leaf(g, OP_PARAM, n->name) < 0)
+            diag_warning(d, n->span, "the loss does not depend on parameter '%s'; it will not change",
+                         n->name);
     }
     free(c.grad);
     free(c.needs);

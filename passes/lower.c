@@ -181,6 +181,67 @@ static Kx *scalar_relu_grad(Arena *a, const Node *n, Kx **x) {
     return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], R(0));
 }
 
+static Kx *scalar_leaky_relu(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[0], BIN(MUL, R(n->attr[0]), x[0]));
+}
+
+/* alpha (e^min(x,0) - 1) on the negative side: e^x is never taken of a
+ * large x, so no inf is computed even in the branch not chosen. */
+static Kx *scalar_elu(Arena *a, const Node *n, Kx **x) {
+    Kx *neg = BIN(MUL, R(n->attr[0]), BIN(SUB, UN(EXP, BIN(MIN, x[0], R(0))), R(1)));
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[0], neg);
+}
+
+/* x / (1 + e^-x): for very negative x the quotient is x / inf = -0. */
+static Kx *scalar_swish(Arena *a, const Node *n, Kx **x) {
+    return BIN(DIV, x[0], BIN(ADD, R(1), UN(EXP, UN(NEG, x[0]))));
+}
+
+/* max(x, 0) + log1p(e^-|x|): the exponent is never positive, so nothing
+ * overflows, and log1p keeps the small tail exact for very negative x. */
+static Kx *softplus_of(Arena *a, Kx *x) {
+    return BIN(ADD, BIN(MAX, x, R(0)), UN(LOG1P, UN(EXP, UN(NEG, UN(ABS, x)))));
+}
+
+static Kx *scalar_softplus(Arena *a, const Node *n, Kx **x) { return softplus_of(a, x[0]); }
+static Kx *scalar_abs(Arena *a, const Node *n, Kx **x) { return UN(ABS, x[0]); }
+
+static Kx *scalar_step(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), R(1), R(0));
+}
+
+/* The derivatives below take x[0] = the activation's input, x[1] = dy. */
+static Kx *scalar_leaky_relu_grad(Arena *a, const Node *n, Kx **x) {
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], BIN(MUL, R(n->attr[0]), x[1]));
+}
+
+static Kx *scalar_elu_grad(Arena *a, const Node *n, Kx **x) {
+    Kx *neg = BIN(MUL, x[1], BIN(MUL, R(n->attr[0]), UN(EXP, BIN(MIN, x[0], R(0)))));
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], neg);
+}
+
+/* d/dx x s(x) = s + x s (1 - s) = s (1 + x (1 - s)): finite at both ends
+ * (s = 0 for very negative x, 1 for very positive x). */
+static Kx *scalar_swish_grad(Arena *a, const Node *n, Kx **x) {
+    Kx *s = BIN(DIV, R(1), BIN(ADD, R(1), UN(EXP, UN(NEG, x[0]))));
+    return BIN(MUL, x[1], BIN(MUL, s, BIN(ADD, R(1), BIN(MUL, x[0], BIN(SUB, R(1), s)))));
+}
+
+static Kx *scalar_abs_grad(Arena *a, const Node *n, Kx **x) {
+    Kx *neg = kx_select(a, kx_cmp(a, KX_LT, x[0], R(0)), UN(NEG, x[1]), R(0));
+    return kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), x[1], neg);
+}
+
+/* x[0] = z, x[1] = t: max(z, 0) - t z + log1p(e^-|z|), with the first two
+ * terms taken together as (1 - t) z or -t z, so that a confident correct
+ * logit (z = 20, t = 1) keeps its small loss, log1p(e^-20), rather than
+ * 20 - 20 + e^-20 in whatever order the backend's reassociation picks. */
+static Kx *scalar_logistic_loss(Arena *a, const Node *n, Kx **x) {
+    Kx *pos = BIN(MUL, BIN(SUB, R(1), x[1]), x[0]), *neg = UN(NEG, BIN(MUL, x[1], x[0]));
+    Kx *linear = kx_select(a, kx_cmp(a, KX_GT, x[0], R(0)), pos, neg);
+    return BIN(ADD, linear, UN(LOG1P, UN(EXP, UN(NEG, UN(ABS, x[0])))));
+}
+
 static const ScalarFn scalar_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = scalar,
 #include "ir/ops.def"
@@ -492,6 +553,27 @@ static void lower_binary_accuracy(LowerCtx *c, int id) {
     ks_update(a, &f->body, total, KX_ADD, kx_select(a, kx_cmp(a, KX_EQ, said, truth), kx_real(a, 1), kx_real(a, 0)));
     Kx *count = kx_toreal(a, numel_expr(a, t));
     ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), count), false);
+}
+
+/* Column k of a row is 1 when its label is one of the classes of set k:
+ * a chain of selects, one comparison per class of the set. */
+static void lower_multi_hot(LowerCtx *c, int id) {
+    Arena *a = c->a;
+    const Node *n = node(c, id);
+    KsBlock *blk = new_loop_kernel(c, id);
+    int v = kprog_new_var(c->p);
+    Ks *f = ks_for(a, blk, v, dim_expr(a, n->type.dim[0]), true);
+    Kx *row = kx_var(a, v), *label = kx_load(c->p, c->buf[n->in[0]], row);
+    int64_t sets = n->type.dim[1];
+    for (int64_t k = 0; k < sets; k++) {
+        uint64_t mask = (uint64_t)n->attr[k];
+        Kx *value = kx_real(a, 0);
+        for (int cls = 63; cls >= 0; cls--)
+            if (mask >> cls & 1)
+                value = kx_select(a, kx_cmp(a, KX_EQ, label, kx_int(a, cls)), kx_real(a, 1), value);
+        Kx *index = kx_bin(a, KX_ADD, kx_bin(a, KX_MUL, row, kx_int(a, sets)), kx_int(a, k));
+        ks_store(a, &f->body, c->buf[id], index, value, false);
+    }
 }
 
 static void lower_assign(LowerCtx *c, int id) {

@@ -365,6 +365,22 @@ static bool shape_dropout(Graph *g, Node *n, Diag *d) {
     return true;
 }
 
+/* One column per set; the sets are the leading non-zero attributes. */
+static bool shape_multi_hot(Graph *g, Node *n, Diag *d) {
+    const IrType *y = in_type(g, n, 0);
+    int sets = 0;
+    while (sets < IR_MAX_ATTRS && n->attr[sets] != 0) sets++;
+    if (y->dtype != DT_I32 || y->rank != 1 || sets == 0) {
+        char b[160];
+        diag_error(d, n->span, "multi_hot expects class labels i32[N] and at least one set, got %s",
+                   describe(g, n->in[0], b, sizeof b));
+        return false;
+    }
+    int64_t dims[2] = {y->dim[0], sets};
+    n->type = type_tensor(DT_F32, 2, dims);
+    return true;
+}
+
 static bool shape_assign(Graph *g, Node *n, Diag *d) {
     (void)d;
     if (!type_equal(in_type(g, n, 0), in_type(g, n, 1))) NNC_BUG("assign of a value of another shape");

@@ -107,6 +107,28 @@ static const char *const conv_model =
     "loss cross_entropy(logits, y)\n"
     "train adam(lr=0.01)\n";
 
+/* The activations and losses beyond the basic ones: leaky_relu, elu, swish,
+ * softplus, abs and step (on the input, as floor above), log1p in the
+ * Kernel IR, multi_hot's chains of selects, both hinges, binary and soft
+ * cross-entropy, squared_error and rmse. */
+static const char *const acts_model =
+    "model acts\n"
+    "input  x : f32[N, 6]\n"
+    "target t : f32[N, 3]\n"
+    "target y : i32[N] classes 4\n"
+    "param  W : f32[6, 5] init=normal(0.5)\n"
+    "h = x @ W\n"
+    "a = leaky_relu(h) + elu(h, alpha=0.5) + swish(h) + softplus(h * 4) + abs(h)\n"
+    "g = dense(a, 5, act=leaky_relu(alpha=0.2)) + dense(step(x), 5)\n"
+    "s = dense(g, 3)\n"
+    "z = dense(g, 4)\n"
+    "output p = sigmoid(s)\n"
+    "loss binary_cross_entropy(s, t)\n"
+    "loss sigmoid_cross_entropy(z, multi_hot(y, [[0, 2], [1], [3, 0], [2]]))\n"
+    "loss hinge(z, y, margin=0.5) + hinge(s, 2 * t - 1) * 0.5\n"
+    "loss cross_entropy(z, softmax(dense(g, 4))) + squared_error(s, t) + rmse(s, t)\n"
+    "train sgd(lr=0.01)\n";
+
 typedef struct Model {
     const char *label;
     const char *text; /* NULL: read from examples/<label>.nn */
@@ -137,6 +159,7 @@ static Model models[] = {
     {.label = "reduce", .text = reduce_model, .batch = 6},
     {.label = "mats", .text = matmul_model, .batch = 5},
     {.label = "convs", .text = conv_model, .batch = 3},
+    {.label = "acts", .text = acts_model, .batch = 7},
 };
 enum { NMODELS = sizeof models / sizeof models[0], EWISE = 2 };
 

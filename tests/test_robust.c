@@ -24,6 +24,11 @@ static const char *const seeds[] = {
     "input x : f32[N, 3]\ntarget t : f32[N, 1]\nh = sum(x * x, axis=1, keepdims=true)\n"
     "output y = max(h, 0.5) / mean(x, axis=-1, keepdims=true)\nloss mse(y, t)\n"
     "train momentum(lr=0.1) schedule step(every=2, gamma=0.5)\n",
+    "input x : f32[N, 5]\ntarget y : i32[N] classes 10\ntarget t : f32[N, 1]\n"
+    "h = dense(x, 8, act=leaky_relu(alpha=0.2))\ns = dense(elu(h) + swish(h), 1)\nz = dense(softplus(h), 2)\n"
+    "output p = sigmoid(s)\nloss binary_cross_entropy(s, t) + hinge(s, 2 * step(t - 0.5) - 1, margin=0)\n"
+    "loss sigmoid_cross_entropy(z, multi_hot(y, [[5, 7, 9], [0, 2, 4, 6]]))\n"
+    "loss hinge(dense(h, 10), y) + squared_error(s, t) + rmse(abs(s), t)\ntrain adam(lr=1e-3)\n",
 };
 
 static const char *const words[] = {
@@ -31,6 +36,7 @@ static const char *const words[] = {
     ":", "f32", "i32", "loss", "output", "input", "target", "param", "def", "return", "{", "}", "\n", "0",
     "-1", "1e9", "99999999999", "act=", "init=", "axis=", "sum(", "mean(", "flatten(", "matmul(", "cross_entropy(",
     "mse(", "pow(", "log(", ";", "train", "sgd(", "schedule", "batch", "epochs", "\"s\"", "#", "0.5", "N,",
+    "multi_hot(", "[[", "]]", "hinge(", "margin=", "alpha=", "leaky_relu(", "binary_cross_entropy(", "52", "i32[N]",
 };
 
 /* A mutation of `text`, deterministic in (seed, k). */

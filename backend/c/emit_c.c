@@ -173,6 +173,7 @@ static void emit_kx(Em *e, const Kx *x, int need) {
     case KX_COS: emit_call(e, "cosf", x->a, NULL); break;
     case KX_SIN: emit_call(e, "sinf", x->a, NULL); break;
     case KX_FLOOR: emit_call(e, "floorf", x->a, NULL); break;
+    case KX_LOG1P: emit_call(e, "log1pf", x->a, NULL); break;
     case KX_LT: case KX_LE: case KX_GT: case KX_GE: case KX_EQ: case KX_NE: emit_binary(e, x, prec); break;
     case KX_SELECT:
         emit_kx(e, x->a, P_EQ);

@@ -82,6 +82,27 @@ static LLVMValueRef fp(Cg *c, LLVMValueRef v) {
     return v;
 }
 
+/* A libm function of one real that LLVM has no intrinsic for (log1p), by
+ * the program's real type: log1pf or log1p, resolved like the libm calls
+ * intrinsics become. Declared as touching no memory, as the intrinsics
+ * are (nnc never reads errno), so that calls of it can be moved and
+ * combined. */
+static LLVMValueRef call_libm(Cg *c, const char *f32_name, const char *f64_name, LLVMValueRef arg) {
+    const char *name = c->p->real_f64 ? f64_name : f32_name;
+    LLVMTypeRef fty = LLVMFunctionType(c->real, &c->real, 1, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
+    if (!fn) {
+        fn = LLVMAddFunction(c->mod, name, fty);
+        static const char *const attrs[] = {"nounwind", "willreturn", "memory"}; /* memory(none) */
+        for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) {
+            unsigned kind = LLVMGetEnumAttributeKindForName(attrs[i], strlen(attrs[i]));
+            NNC_ASSERT(kind != 0);
+            LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->ctx, kind, 0));
+        }
+    }
+    return fp(c, LLVMBuildCall2(c->b, fty, fn, &arg, 1, ""));
+}
+
 static LLVMValueRef const_i64(Cg *c, uint64_t v) { return LLVMConstInt(c->i64, v, false); }
 
 /* SplitMix64's finaliser; see runtime/rng.h. */
@@ -165,6 +186,7 @@ static LLVMValueRef emit_kx(Cg *c, const Kx *x) {
     case KX_COS: return call_intrinsic(c, "llvm.cos", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
     case KX_SIN: return call_intrinsic(c, "llvm.sin", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
     case KX_FLOOR: return call_intrinsic(c, "llvm.floor", (LLVMValueRef[]){emit_kx(c, x->a)}, 1);
+    case KX_LOG1P: return call_libm(c, "log1pf", "log1p", emit_kx(c, x->a));
     case KX_LT: case KX_LE: case KX_GT: case KX_GE: case KX_EQ: case KX_NE: {
         LLVMValueRef l = emit_kx(c, x->a), r = emit_kx(c, x->b);
         int k = x->op - KX_LT;
