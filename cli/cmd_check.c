@@ -5,8 +5,9 @@
  * parameter's gradient is compared with central finite differences of the
  * loss, (L(w + h) - L(w - h)) / 2h with h = 1e-5 max(1, |w|), computed by the
  * same program. In double precision that quotient is accurate to about
- * 1e-10, so an error above the tolerance (1e-4 relative, with gradients
- * below 1e-6 compared absolutely) is a wrong gradient rule, not rounding. */
+ * 1e-10 max(1, |loss|), so an error above the tolerance (1e-4 relative, with
+ * gradients below 1e-6 max(1, |loss|) compared absolutely) is a wrong
+ * gradient rule, not rounding. */
 #include "cli/commands.h"
 #include "cli/driver.h"
 #include "runtime/rng.h"
@@ -30,7 +31,8 @@ void usage_check(FILE *out) {
           "  --seed N         seed of the parameters and the batch (default 1)\n"
           "  -h, --help       show this help\n"
           "\n"
-          "The relative error of an element is |analytic - numeric| / max(|analytic|, |numeric|, 1e-6);\n"
+          "The relative error of an element is |analytic - numeric| / max(|analytic|, |numeric|, f),\n"
+          "f = 1e-6 max(1, |loss|) (the quotient's rounding grows with the loss);\n"
           "elements where the loss has a kink (relu at 0) within the step are skipped.\n"
           "Exit status 0 if every element is within the tolerance, 1 otherwise.\n",
           out);
@@ -101,7 +103,11 @@ static double central_difference(Session *s, void **args, int64_t batch, double 
     return (up - down) / (2 * h);
 }
 
-static double relative_error(double a, double b) { return fabs(a - b) / fmax(fmax(fabs(a), fabs(b)), 1e-6); }
+/* |a - b| relative to the larger of the two, or to `floor` for gradients
+ * smaller than what a difference quotient of this loss resolves. */
+static double relative_error(double a, double b, double floor) {
+    return fabs(a - b) / fmax(fmax(fabs(a), fabs(b)), floor);
+}
 
 static int check(Module *m, const CheckOptions *o) {
     Diag d;
@@ -124,6 +130,9 @@ static int check(Module *m, const CheckOptions *o) {
     double loss = session_run(s, FN_GRAD, args, o->batch);
     printf("%s: gradient check on a random batch of %lld, loss %.6g, in double precision\n", m->name,
            (long long)o->batch, loss);
+    /* The difference quotient's rounding error grows with the loss (about
+     * 1e-16 |L| / h): gradients below 1e-6 max(1, |L|) are compared absolutely. */
+    double floor = 1e-6 * fmax(1.0, fabs(loss));
 
     /* Keep the analytic gradients: the runs below overwrite the outputs. */
     int ngrads = 0;
@@ -152,17 +161,17 @@ static int check(Module *m, const CheckOptions *o) {
                                                                   (uint64_t)n);
             double h = 1e-5 * fmax(1.0, fabs(w[i])), exact = analytic[k][i];
             double numeric = central_difference(s, args, o->batch, w + i, h);
-            double err = relative_error(exact, numeric);
+            double err = relative_error(exact, numeric, floor);
             if (err > o->tolerance) {
                 /* A kink (relu at 0) between w - h and w + h breaks the
                  * difference quotient, not the gradient: a smaller step
                  * then gives another quotient. Such elements are skipped. */
                 double finer = central_difference(s, args, o->batch, w + i, h / 16);
-                if (relative_error(numeric, finer) > 1e-3) {
+                if (relative_error(numeric, finer, floor) > 1e-3) {
                     kinks++;
                     continue;
                 }
-                err = fmin(err, relative_error(exact, finer));
+                err = fmin(err, relative_error(exact, finer, floor));
             }
             if (!(err <= worst)) { /* NaN counts as the worst */
                 worst = isnan(err) ? INFINITY : err;

@@ -97,7 +97,7 @@ static int predict(Module *m, const EvalOptions *o) {
         if (task.kind == TASK_REGRESSION) printf("%-10.4g", (double)part.t[i * part.tcols]);
         else printf("%-10d", part.y[i]);
         if (classes) {
-            int64_t order[256];
+            int64_t order[256] = {0};
             int shown = top_classes(p, width, o->top < 256 ? o->top : 256, order);
             printf(" %-10lld", (long long)order[0]);
             for (int k = 0; k < shown; k++) printf(" %lld:%.3f", (long long)order[k], (double)p[order[k]]);

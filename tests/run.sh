@@ -10,6 +10,10 @@
 #                                         gives the same losses and checkpoint
 #   run.sh deploy NNC FILE.nn CLASSIFY.c   the emitted C with embedded weights, built with
 #                                         cc alone, has the test accuracy of `nnc eval`
+#   run.sh metric NNC FILE.nn NAME min|max LIMIT ARGS...
+#                                         `nnc train` reports test NAME >= (or <=) LIMIT
+#   run.sh transfer NNC FILE.nn LENET.nn  a quick LeNet's checkpoint feeds FILE.nn's
+#                                         pretrained layers, which then trains
 #   run.sh train  NNC FILE.nn MIN_ACC ARGS...
 #                                         `nnc train` reaches test accuracy >= MIN_ACC
 #
@@ -98,6 +102,31 @@ deploy)
     a=$(echo "$deployed" | sed -n 's/.*accuracy \([0-9.]*\).*/\1/p')
     b=$(echo "$evaluated" | sed -n 's/.*accuracy \([0-9.]*\).*/\1/p')
     [ -n "$a" ] && [ "$a" = "$b" ] || { echo "FAIL: accuracies differ"; exit 1; }
+    ;;
+metric)
+    name=$1 how=$2 limit=$3
+    shift 3
+    "$nnc" train "$file" "$@" >"$out" 2>&1
+    status=$?
+    cat "$out"
+    [ $status -eq 0 ] || { echo "FAIL: nnc train exited with $status"; exit 1; }
+    value=$(sed -n "s/^test loss .*  test $name \([0-9.]*\).*/\1/p" "$out")
+    [ -n "$value" ] || { echo "FAIL: no test $name in the output"; exit 1; }
+    if [ "$how" = min ]; then test=">="; else test="<="; fi
+    if awk "BEGIN { exit !($value $test $limit) }"; then echo "test $name $value $test $limit"; exit 0; fi
+    echo "FAIL: test $name $value is not $test $limit"
+    exit 1
+    ;;
+transfer)
+    lenet=$1
+    "$nnc" train "$lenet" --limit 2000 --epochs 1 --save "$work/lenet.safetensors" >"$out" 2>&1 || { cat "$out"; exit 1; }
+    cp "$file" "$work/model.nn"
+    "$nnc" train "$work/model.nn" --limit 3000 --epochs 1 >"$out" 2>&1
+    status=$?
+    cat "$out"
+    [ $status -eq 0 ] || { echo "FAIL: nnc train exited with $status"; exit 1; }
+    grep -q "^loaded 4 pretrained parameter tensors" "$out" || { echo "FAIL: the pretrained layers were not loaded"; exit 1; }
+    grep -q "(2572 frozen)" "$out" || { echo "FAIL: the convolutions are not frozen"; exit 1; }
     ;;
 train)
     min=$1
