@@ -8,6 +8,7 @@
  * before copying any into the state, so a bad or truncated file leaves the
  * state as it was. */
 #include "runtime/checkpoint.h"
+#include "runtime/error.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -37,14 +38,6 @@ enum {
 /* cJSON keeps numbers as doubles, exact for integers up to 2^53. */
 #define MAX_JSON_INT 9007199254740992.0
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* "[784, 10]"; rank 0 is "[]", and shapes beyond SHAPE_SHOWN dims end in ", ...". */
 static void format_dims(char *buf, const int64_t *dims, int rank) {
     int shown = rank < SHAPE_SHOWN ? rank : SHAPE_SHOWN;
@@ -58,7 +51,7 @@ static void format_dims(char *buf, const int64_t *dims, int rank) {
  * they must describe exactly the floats each tensor has. */
 static int check_table_entry(const NnrtTensor *t, const char *path, char *err, size_t errlen) {
     if (t->rank < 0 || t->rank > MAX_RANK)
-        return fail(err, errlen, "%s: tensor '%s' has rank %d (at most %d)", path, t->name, t->rank,
+        return nnrt_fail(err, errlen, "%s: tensor '%s' has rank %d (at most %d)", path, t->name, t->rank,
                     MAX_RANK);
     int64_t count = 1;
     bool fits = t->offset >= 0;
@@ -70,7 +63,7 @@ static int check_table_entry(const NnrtTensor *t, const char *path, char *err, s
     if (!fits || count != t->size) {
         char shape[SHAPE_TEXT];
         format_dims(shape, t->dims, t->rank);
-        return fail(err, errlen, "%s: tensor '%s' of shape %s cannot hold %lld floats at offset %lld", path,
+        return nnrt_fail(err, errlen, "%s: tensor '%s' of shape %s cannot hold %lld floats at offset %lld", path,
                     t->name, shape, (long long)t->size, (long long)t->offset);
     }
     return 0;
@@ -108,14 +101,14 @@ static int add_tensors(cJSON *root, const NnrtTensor *t, int n, const char *path
     int64_t begin = 0;
     for (int i = 0; i < n; i++) {
         if (strcmp(t[i].name, "__metadata__") == 0)
-            return fail(err, errlen, "%s: '__metadata__' is reserved and cannot name a tensor", path);
+            return nnrt_fail(err, errlen, "%s: '__metadata__' is reserved and cannot name a tensor", path);
         if (cJSON_GetObjectItemCaseSensitive(root, t[i].name))
-            return fail(err, errlen, "%s: tensor '%s' appears twice", path, t[i].name);
+            return nnrt_fail(err, errlen, "%s: tensor '%s' appears twice", path, t[i].name);
         cJSON *e = tensor_entry(&t[i], begin);
-        if (!e) return fail(err, errlen, "%s: out of memory", path);
+        if (!e) return nnrt_fail(err, errlen, "%s: out of memory", path);
         if (!cJSON_AddItemToObject(root, t[i].name, e)) {
             cJSON_Delete(e);
-            return fail(err, errlen, "%s: out of memory", path);
+            return nnrt_fail(err, errlen, "%s: out of memory", path);
         }
         begin += 4 * t[i].size;
     }
@@ -132,9 +125,9 @@ static char *header_text(const NnrtTensor *t, int n, const char *model, const ch
               cJSON_AddStringToObject(meta, "model", model ? model : "");
     char *text = NULL;
     if (!ok)
-        fail(err, errlen, "%s: out of memory", path);
+        nnrt_fail(err, errlen, "%s: out of memory", path);
     else if (add_tensors(root, t, n, path, err, errlen) == 0 && !(text = cJSON_PrintUnformatted(root)))
-        fail(err, errlen, "%s: out of memory", path);
+        nnrt_fail(err, errlen, "%s: out of memory", path);
     cJSON_Delete(root);
     return text;
 }
@@ -160,11 +153,11 @@ static int write_atomically(const char *path, const char *json, const float *sta
                             int n, char *err, size_t errlen) {
     size_t tmp_len = strlen(path) + 32;
     char *tmp = malloc(tmp_len);
-    if (!tmp) return fail(err, errlen, "%s: out of memory", path);
+    if (!tmp) return nnrt_fail(err, errlen, "%s: out of memory", path);
     snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+        nnrt_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         free(tmp);
         return -1;
     }
@@ -176,9 +169,9 @@ static int write_atomically(const char *path, const char *json, const float *sta
         e = errno;
     }
     if (rc != 0)
-        fail(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(e ? e : EIO));
+        nnrt_fail(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(e ? e : EIO));
     else if (rename(tmp, path) != 0)
-        rc = fail(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+        rc = nnrt_fail(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
     if (rc != 0) remove(tmp);
     free(tmp);
     return rc;
@@ -218,35 +211,35 @@ static int parse_header(Header *h, const char *text, uint64_t n, const char *pat
         while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
     }
     if (!h->json)
-        return fail(err, errlen, "%s: the header is not valid JSON (near byte %lld of the header)", path,
+        return nnrt_fail(err, errlen, "%s: the header is not valid JSON (near byte %lld of the header)", path,
                     (long long)(end ? end - text : 0));
-    if (!cJSON_IsObject(h->json)) return fail(err, errlen, "%s: the header is not a JSON object", path);
+    if (!cJSON_IsObject(h->json)) return nnrt_fail(err, errlen, "%s: the header is not a JSON object", path);
     return 0;
 }
 
 static int read_header(FILE *f, Header *h, const char *path, char *err, size_t errlen) {
     struct stat st;
-    if (fstat(fileno(f), &st) != 0) return fail(err, errlen, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s: not a regular file", path);
+    if (fstat(fileno(f), &st) != 0) return nnrt_fail(err, errlen, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return nnrt_fail(err, errlen, "%s: not a regular file", path);
     int64_t size = st.st_size;
     uint64_t n;
     if (size < 8)
-        return fail(err, errlen, "%s: not a safetensors file (%lld bytes, too short for the header length)",
+        return nnrt_fail(err, errlen, "%s: not a safetensors file (%lld bytes, too short for the header length)",
                     path, (long long)size);
     if (fread(&n, sizeof n, 1, f) != 1)
-        return fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        return nnrt_fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
     if (n > MAX_HEADER)
-        return fail(err, errlen, "%s: header length %llu is over the limit of %llu bytes", path,
+        return nnrt_fail(err, errlen, "%s: header length %llu is over the limit of %llu bytes", path,
                     (unsigned long long)n, (unsigned long long)MAX_HEADER);
     if (n > (uint64_t)(size - 8))
-        return fail(err, errlen,
+        return nnrt_fail(err, errlen,
                     "%s: header length %llu is more than the %lld bytes that follow it (truncated file?)",
                     path, (unsigned long long)n, (long long)(size - 8));
     char *text = malloc(n ? (size_t)n : 1);
-    if (!text) return fail(err, errlen, "%s: out of memory", path);
+    if (!text) return nnrt_fail(err, errlen, "%s: out of memory", path);
     int rc = fread(text, 1, (size_t)n, f) == n
                  ? parse_header(h, text, n, path, err, errlen)
-                 : fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+                 : nnrt_fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
     free(text);
     h->data_start = 8 + (int64_t)n;
     h->data_len = size - h->data_start;
@@ -266,7 +259,7 @@ static bool json_int(const cJSON *v, int64_t *out) {
 static const cJSON *member(const cJSON *e, const char *key, const NnrtTensor *t, const char *path, char *err,
                            size_t errlen) {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, key);
-    if (!m) fail(err, errlen, "%s: tensor '%s' has no \"%s\"", path, t->name, key);
+    if (!m) nnrt_fail(err, errlen, "%s: tensor '%s' has no \"%s\"", path, t->name, key);
     return m;
 }
 
@@ -274,9 +267,9 @@ static int check_dtype(const cJSON *e, const NnrtTensor *t, const char *path, ch
     const cJSON *d = member(e, "dtype", t, path, err, errlen);
     if (!d) return -1;
     if (!cJSON_IsString(d))
-        return fail(err, errlen, "%s: tensor '%s' has a \"dtype\" that is not a string", path, t->name);
+        return nnrt_fail(err, errlen, "%s: tensor '%s' has a \"dtype\" that is not a string", path, t->name);
     if (strcmp(d->valuestring, "F32") != 0)
-        return fail(err, errlen, "%s: tensor '%s' has dtype %s, but nnc reads only F32", path, t->name,
+        return nnrt_fail(err, errlen, "%s: tensor '%s' has dtype %s, but nnc reads only F32", path, t->name,
                     d->valuestring);
     return 0;
 }
@@ -294,7 +287,7 @@ static int check_shape(const cJSON *e, const NnrtTensor *t, const char *path, ch
         if (rank < SHAPE_SHOWN) dims[rank] = d;
     }
     if (!ok)
-        return fail(err, errlen,
+        return nnrt_fail(err, errlen,
                     "%s: tensor '%s' has a \"shape\" that is not an array of non-negative integers", path,
                     t->name);
     bool same = rank == t->rank;
@@ -303,7 +296,7 @@ static int check_shape(const cJSON *e, const NnrtTensor *t, const char *path, ch
     char want[SHAPE_TEXT], got[SHAPE_TEXT];
     format_dims(want, t->dims, t->rank);
     format_dims(got, dims, rank);
-    return fail(err, errlen, "%s: tensor '%s' has shape %s in the model but %s in the file", path, t->name,
+    return nnrt_fail(err, errlen, "%s: tensor '%s' has shape %s in the model but %s in the file", path, t->name,
                 want, got);
 }
 
@@ -315,24 +308,24 @@ static int check_offsets(const cJSON *e, const Header *h, const NnrtTensor *t, i
     int64_t b, end;
     if (!cJSON_IsArray(o) || cJSON_GetArraySize(o) != 2 || !json_int(o->child, &b) ||
         !json_int(o->child->next, &end))
-        return fail(err, errlen, "%s: tensor '%s' has \"data_offsets\" that are not a pair of integers", path,
+        return nnrt_fail(err, errlen, "%s: tensor '%s' has \"data_offsets\" that are not a pair of integers", path,
                     t->name);
     const char *name = t->name;
     long long lb = b, le = end;
     if (b < 0)
-        return fail(err, errlen,
+        return nnrt_fail(err, errlen,
                     "%s: tensor '%s' has data_offsets [%lld, %lld], which reach back into the header", path,
                     name, lb, le);
     if (end < b)
-        return fail(err, errlen, "%s: tensor '%s' has data_offsets [%lld, %lld], which end before they begin",
+        return nnrt_fail(err, errlen, "%s: tensor '%s' has data_offsets [%lld, %lld], which end before they begin",
                     path, name, lb, le);
     if (end > h->data_len)
-        return fail(err, errlen,
+        return nnrt_fail(err, errlen,
                     "%s: tensor '%s' has data_offsets [%lld, %lld] but the data section has only %lld bytes "
                     "(truncated file?)",
                     path, name, lb, le, (long long)h->data_len);
     if (end - b != 4 * t->size)
-        return fail(
+        return nnrt_fail(
             err, errlen,
             "%s: tensor '%s' has data_offsets [%lld, %lld] (%lld bytes) but its %lld floats need %lld", path,
             name, lb, le, le - lb, (long long)t->size, (long long)(4 * t->size));
@@ -348,11 +341,11 @@ static int locate(const Header *h, const NnrtTensor *t, int required, int64_t *b
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(h->json, t->name);
     if (!e) {
         if (!(t->kind & required)) return 0;
-        return fail(err, errlen, "%s has no tensor '%s'%s", path, t->name,
+        return nnrt_fail(err, errlen, "%s has no tensor '%s'%s", path, t->name,
                     t->kind == NNRT_PARAM ? "" : " (needed to resume training)");
     }
     if (!cJSON_IsObject(e))
-        return fail(err, errlen, "%s: the entry of tensor '%s' is not a JSON object", path, t->name);
+        return nnrt_fail(err, errlen, "%s: the entry of tensor '%s' is not a JSON object", path, t->name);
     if (check_dtype(e, t, path, err, errlen) != 0 || check_shape(e, t, path, err, errlen) != 0) return -1;
     return check_offsets(e, h, t, begin, path, err, errlen);
 }
@@ -365,7 +358,7 @@ static int read_tensors(FILE *f, const Header *h, const NnrtTensor *t, int n, co
         size_t count = (size_t)t[i].size;
         if (fseeko(f, (off_t)(h->data_start + begin[i]), SEEK_SET) != 0 ||
             fread(buf, sizeof(float), count, f) != count)
-            return fail(err, errlen, "%s: cannot read tensor '%s': %s", path, t[i].name,
+            return nnrt_fail(err, errlen, "%s: cannot read tensor '%s': %s", path, t[i].name,
                         ferror(f) ? strerror(errno) : "unexpected end of file");
         buf += count;
     }
@@ -384,18 +377,18 @@ int nnrt_checkpoint_load(float *state, const NnrtTensor *t, int n, int required,
                          size_t errlen) {
     if (check_table(t, n, path, err, errlen) != 0) return -1;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, "%s: %s", path, strerror(errno));
+    if (!f) return nnrt_fail(err, errlen, "%s: %s", path, strerror(errno));
     Header h = {0};
     float *buf = NULL;
     int64_t *begin = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
-    int rc = begin ? read_header(f, &h, path, err, errlen) : fail(err, errlen, "%s: out of memory", path);
+    int rc = begin ? read_header(f, &h, path, err, errlen) : nnrt_fail(err, errlen, "%s: out of memory", path);
     int64_t floats = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
         rc = locate(&h, &t[i], required, &begin[i], path, err, errlen);
         if (rc == 0 && begin[i] >= 0) floats += t[i].size;
     }
     if (rc == 0 && !(buf = malloc(sizeof(float) * (size_t)floats + 1)))
-        rc = fail(err, errlen, "%s: out of memory", path);
+        rc = nnrt_fail(err, errlen, "%s: out of memory", path);
     if (rc == 0) rc = read_tensors(f, &h, t, n, begin, buf, path, err, errlen);
     if (rc == 0) copy_tensors(state, t, n, begin, buf);
     free(buf);

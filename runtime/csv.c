@@ -4,6 +4,7 @@
  * \n or \r\n; blank lines and lines starting with '#' are skipped. Every
  * row has the first row's number of fields. */
 #include "runtime/data.h"
+#include "runtime/error.h"
 
 #include <errno.h>
 #include <math.h>
@@ -11,14 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* A growable array of floats. */
 typedef struct Floats {
@@ -41,7 +34,7 @@ static int push(Floats *f, float x) {
 static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fail(err, errlen, "%s: %s", path, strerror(errno));
+        nnrt_fail(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;
@@ -62,7 +55,7 @@ static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
     }
     fclose(f);
     if (!buf) {
-        fail(err, errlen, "%s: out of memory", path);
+        nnrt_fail(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     buf[n] = 0;
@@ -107,12 +100,12 @@ int rt_csv_load(RtDataset *out, const char *path, bool header, int64_t inputs, b
             if (stop == f || (*after != ',' && *after != 0) || errno == ERANGE || !isfinite(v)) {
                 while (*f == ' ' || *f == '\t') f++;
                 size_t w = strcspn(f, ",");
-                fail(err, errlen, "%s:%lld:%lld: not a number: '%.*s'", path, (long long)line,
+                nnrt_fail(err, errlen, "%s:%lld:%lld: not a number: '%.*s'", path, (long long)line,
                      (long long)(f - p + 1), (int)(w > 40 ? 40 : w), f);
                 goto done;
             }
             if (push(&cells, (float)v) != 0) {
-                fail(err, errlen, "%s: out of memory", path);
+                nnrt_fail(err, errlen, "%s: out of memory", path);
                 goto done;
             }
             fields++;
@@ -121,7 +114,7 @@ int rt_csv_load(RtDataset *out, const char *path, bool header, int64_t inputs, b
         }
         if (cols < 0) cols = fields;
         else if (fields != cols) {
-            fail(err, errlen, "%s:%lld: %lld fields, but the first row has %lld", path, (long long)line,
+            nnrt_fail(err, errlen, "%s:%lld: %lld fields, but the first row has %lld", path, (long long)line,
                  (long long)fields, (long long)cols);
             goto done;
         }
@@ -129,12 +122,12 @@ int rt_csv_load(RtDataset *out, const char *path, bool header, int64_t inputs, b
         p = next;
     }
     if (rows == 0) {
-        fail(err, errlen, "%s: no rows of data", path);
+        nnrt_fail(err, errlen, "%s: no rows of data", path);
         goto done;
     }
     int64_t targets = cols - inputs;
     if (targets < 1 || (labels && targets != 1)) {
-        fail(err, errlen, "%s has %lld columns, but the model takes %lld input%s and %s", path, (long long)cols,
+        nnrt_fail(err, errlen, "%s has %lld columns, but the model takes %lld input%s and %s", path, (long long)cols,
              (long long)inputs, inputs == 1 ? "" : "s", labels ? "one column of class labels" : "at least one target");
         goto done;
     }
@@ -149,7 +142,7 @@ int rt_csv_load(RtDataset *out, const char *path, bool header, int64_t inputs, b
     out->tcols = labels ? 0 : targets;
     if (!out->x || (labels ? !out->y : !out->t)) {
         rt_dataset_free(out);
-        fail(err, errlen, "%s: out of memory", path);
+        nnrt_fail(err, errlen, "%s: out of memory", path);
         goto done;
     }
     for (int64_t r = 0; r < rows; r++) {
@@ -162,7 +155,7 @@ int rt_csv_load(RtDataset *out, const char *path, bool header, int64_t inputs, b
         float label = row[inputs];
         if (label < 0 || label != floorf(label) || label > 1e6f) {
             rt_dataset_free(out);
-            fail(err, errlen, "%s: row %lld: the class label %g is not a whole number >= 0", path, (long long)r + 1,
+            nnrt_fail(err, errlen, "%s: row %lld: the class label %g is not a whole number >= 0", path, (long long)r + 1,
                  (double)label);
             goto done;
         }

@@ -4,6 +4,7 @@
  * number of dimensions, then each dimension as a 32-bit integer) followed
  * by the data. Images are unsigned bytes, scaled here to [0, 1]. */
 #include "runtime/data.h"
+#include "runtime/error.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -13,14 +14,6 @@
 #include <zlib.h>
 
 enum { IDX_UBYTE = 0x08, IDX_MAX_DIMS = 4 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int read_exact(gzFile f, void *buf, size_t n) {
     unsigned char *p = buf;
@@ -38,44 +31,44 @@ static int read_exact(gzFile f, void *buf, size_t n) {
 static int read_idx(const char *path, int want_dims, int64_t *dims, unsigned char **data, char *err,
                     size_t errlen) {
     gzFile f = gzopen(path, "rb");
-    if (!f) return fail(err, errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
+    if (!f) return nnrt_fail(err, errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
     unsigned char head[4];
     if (read_exact(f, head, 4) != 0) {
         gzclose(f);
-        return fail(err, errlen, "%s: not an IDX file (too short)", path);
+        return nnrt_fail(err, errlen, "%s: not an IDX file (too short)", path);
     }
     if (head[0] != 0 || head[1] != 0 || head[2] != IDX_UBYTE || head[3] != want_dims) {
         gzclose(f);
-        return fail(err, errlen, "%s: not an IDX file of %d-dimensional unsigned bytes", path, want_dims);
+        return nnrt_fail(err, errlen, "%s: not an IDX file of %d-dimensional unsigned bytes", path, want_dims);
     }
     int64_t total = 1;
     for (int i = 0; i < want_dims; i++) {
         unsigned char b[4];
         if (read_exact(f, b, 4) != 0) {
             gzclose(f);
-            return fail(err, errlen, "%s: truncated header", path);
+            return nnrt_fail(err, errlen, "%s: truncated header", path);
         }
         dims[i] = ((int64_t)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
         if (dims[i] <= 0 || dims[i] > (1 << 28)) {
             gzclose(f);
-            return fail(err, errlen, "%s: implausible dimension %lld", path, (long long)dims[i]);
+            return nnrt_fail(err, errlen, "%s: implausible dimension %lld", path, (long long)dims[i]);
         }
         total *= dims[i];
         if (total > ((int64_t)1 << 34)) {
             gzclose(f);
-            return fail(err, errlen, "%s: too large", path);
+            return nnrt_fail(err, errlen, "%s: too large", path);
         }
     }
     *data = malloc((size_t)total);
     if (!*data) {
         gzclose(f);
-        return fail(err, errlen, "%s: out of memory", path);
+        return nnrt_fail(err, errlen, "%s: out of memory", path);
     }
     if (read_exact(f, *data, (size_t)total) != 0) {
         free(*data);
         *data = NULL;
         gzclose(f);
-        return fail(err, errlen, "%s: truncated: expected %lld bytes of data", path, (long long)total);
+        return nnrt_fail(err, errlen, "%s: truncated: expected %lld bytes of data", path, (long long)total);
     }
     gzclose(f);
     return 0;
@@ -93,7 +86,7 @@ int rt_idx_load(RtDataset *out, const char *images_path, const char *labels_path
     if (labels && ldims[0] != idims[0]) {
         free(pixels);
         free(labels);
-        return fail(err, errlen, "%s has %lld images but %s has %lld labels", images_path,
+        return nnrt_fail(err, errlen, "%s has %lld images but %s has %lld labels", images_path,
                     (long long)idims[0], labels_path, (long long)ldims[0]);
     }
     int64_t n = idims[0], features = idims[1] * idims[2];
@@ -104,7 +97,7 @@ int rt_idx_load(RtDataset *out, const char *images_path, const char *labels_path
         free(out->y);
         free(pixels);
         free(labels);
-        return fail(err, errlen, "out of memory loading %s", images_path);
+        return nnrt_fail(err, errlen, "out of memory loading %s", images_path);
     }
     for (int64_t i = 0; i < n * features; i++) out->x[i] = (float)pixels[i] * (1.0f / 255.0f);
     int32_t maxlabel = -1;
@@ -135,7 +128,7 @@ int rt_mnist_load(RtDataset *out, const char *dir, const char *split, char *err,
         fclose(f);
         return rt_idx_load(out, images, labels, err, errlen);
     }
-    return fail(err, errlen, "no %s-images-idx3-ubyte[.gz] in %s (install Debian's dataset-fashion-mnist, or pass --data DIR)",
+    return nnrt_fail(err, errlen, "no %s-images-idx3-ubyte[.gz] in %s (install Debian's dataset-fashion-mnist, or pass --data DIR)",
                 split, dir);
 }
 
