@@ -13,6 +13,7 @@ int cmd_check(int argc, char **argv); /* nnc check FILE.nn        (cmd_check.c) 
 int cmd_eval(int argc, char **argv);  /* nnc eval FILE.nn         (cmd_eval.c)  */
 int cmd_predict(int argc, char **argv); /* nnc predict FILE.nn    (cmd_eval.c)  */
 int cmd_tune(int argc, char **argv);  /* nnc tune FILE.nn         (cmd_tune.c)  */
+int cmd_bench(int argc, char **argv); /* nnc bench FILE.nn        (cmd_bench.c) */
 
 void usage_emit(FILE *out);
 void usage_train(FILE *out);
@@ -20,6 +21,7 @@ void usage_check(FILE *out);
 void usage_eval(FILE *out);
 void usage_predict(FILE *out);
 void usage_tune(FILE *out);
+void usage_bench(FILE *out);
 
 /* Parses a number option; prints an error naming the option on failure. */
 bool parse_int_option(const char *opt, const char *text, long long lo, long long *out);

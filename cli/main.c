@@ -14,6 +14,7 @@ static void usage(FILE *out) {
           "       nnc predict FILE.nn --load CKPT [--first I] [--count N]\n"
           "       nnc tune FILE.nn --param lr=1e-4..1e-1:log --param batch=32,64 [--trials N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
+          "       nnc bench FILE.nn [--batch N] [--threads N] [--json]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
           "\n"
@@ -27,6 +28,7 @@ static void usage(FILE *out) {
           "  eval     loss and accuracy of a checkpoint on a data set\n"
           "  predict  class probabilities of a checkpoint for examples of a data set\n"
           "  tune     random search over hyper-parameters, scored on validation data\n"
+          "  bench    compile time, training and inference speed, memory\n"
           "  check    compare every parameter's derived gradient with finite differences\n"
           "  help     show the options of a command\n"
           "\n"
@@ -41,9 +43,10 @@ static int help(const char *topic) {
     else if (strcmp(topic, "eval") == 0) usage_eval(stdout);
     else if (strcmp(topic, "predict") == 0) usage_predict(stdout);
     else if (strcmp(topic, "tune") == 0) usage_tune(stdout);
+    else if (strcmp(topic, "bench") == 0) usage_bench(stdout);
     else if (strcmp(topic, "compile") == 0 || strcmp(topic, "emit") == 0) usage_emit(stdout);
     else {
-        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, tune, check\n", topic);
+        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, tune, check, bench\n", topic);
         return 2;
     }
     return 0;
@@ -88,5 +91,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
     if (strcmp(cmd, "tune") == 0) return cmd_tune(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     return cmd_emit(argc, argv);
 }

@@ -2,6 +2,7 @@
  * index arithmetic stays readable (i*1+0 prints as i). */
 #include "ir/kir.h"
 #include "support/util.h"
+#include <string.h>
 
 const char *const kx_names[KX_COUNT] = {
     [KX_INT] = "int",   [KX_REAL] = "real",   [KX_BATCH] = "N",     [KX_VAR] = "var",
@@ -199,6 +200,14 @@ void ks_decl(Arena *a, KsBlock *b, int local, Kx *value) {
     Ks *s = ks_new(a, b, KS_DECL);
     s->var = local;
     s->value = value;
+}
+
+void ks_decl_at(Arena *a, KsBlock *b, int pos, int local, Kx *value) {
+    NNC_ASSERT(pos >= 0 && pos < b->n + 1);
+    ks_decl(a, b, local, value);
+    Ks *s = b->items[b->n - 1];
+    memmove(&b->items[pos + 1], &b->items[pos], sizeof(Ks *) * (size_t)(b->n - 1 - pos));
+    b->items[pos] = s;
 }
 
 void ks_update(Arena *a, KsBlock *b, int local, KxOp op, Kx *value) {

@@ -190,6 +190,8 @@ Kx *kx_npoly(Arena *a, NPoly p);
 
 Ks *ks_for(Arena *a, KsBlock *parent, int var, Kx *extent, bool parallel);
 void ks_decl(Arena *a, KsBlock *b, int local, Kx *value);
+/* The same, as statement `pos` of b (before those there). */
+void ks_decl_at(Arena *a, KsBlock *b, int pos, int local, Kx *value);
 void ks_update(Arena *a, KsBlock *b, int local, KxOp op, Kx *value);
 void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumulate);
 

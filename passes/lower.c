@@ -2,41 +2,30 @@
  *
  * This is where the meaning of every op is written, once, as loops and
  * scalar expressions (see ir/kir.h); backends only translate them.
+ * Convolution, pooling and dropout are in lower_nn.c.
  *
  * Buffers: inputs, targets and outputs are arguments; params live in the
- * model state at their slot's offset; every other value gets its own region
- * of the workspace; reshapes are views of their input; constants and sizes
- * are never stored, they are folded into the expressions that read them. */
-#include "passes/passes.h"
+ * model state at their slot's offset; reshapes are views of their input;
+ * constants and sizes are folded into the expressions that read them, and
+ * so are the values fuse.c inlines; every other value gets a region of the
+ * workspace (memplan.c decides where). */
+#include "passes/lower_internal.h"
 #include "support/util.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct LowerCtx {
-    Module *m;
-    const Graph *g;
-    KProgram *p;
-    Arena *a;
-    int *buf; /* node -> buffer, or -1 (inline value, or assign) */
-} LowerCtx;
-
 typedef void (*LowerFn)(LowerCtx *c, int id);
 typedef Kx *(*ScalarFn)(Arena *a, const Node *n, Kx **x);
 
-static const Node *node(LowerCtx *c, int id) { return &c->g->nodes[id]; }
-
-static Kx *dim_expr(Arena *a, int64_t d) { return d == IR_BATCH ? kx_batch(a) : kx_int(a, d); }
-
-/* Product of dims [from, to) of a type, as an int expression. */
-static Kx *dims_product(Arena *a, const IrType *t, int from, int to) {
+Kx *lw_dims_product(Arena *a, const IrType *t, int from, int to) {
     Kx *e = kx_int(a, 1);
-    for (int i = from; i < to; i++) e = kx_bin(a, KX_MUL, e, dim_expr(a, t->dim[i]));
+    for (int i = from; i < to; i++) e = kx_bin(a, KX_MUL, e, lw_dim(a, t->dim[i]));
     return e;
 }
 
-static Kx *numel_expr(Arena *a, const IrType *t) { return dims_product(a, t, 0, t->rank); }
+Kx *lw_numel(Arena *a, const IrType *t) { return lw_dims_product(a, t, 0, t->rank); }
 
 static NPoly numel_poly(const IrType *t) {
     NPoly p;
@@ -44,87 +33,41 @@ static NPoly numel_poly(const IrType *t) {
     return p;
 }
 
-/* A readable kernel / buffer name: the .nn variable when there is one. */
-static const char *value_name(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
+const char *lw_name(LowerCtx *c, int id) {
+    const Node *n = lw_node(c, id);
     if (n->name) return arena_printf(c->a, "%s.%s", n->name, op_info(n->op)->name);
     return arena_printf(c->a, "%s%d", op_info(n->op)->name, id);
 }
 
-/* ---- reading values ---------------------------------------------------------------- */
-
-static bool is_inline(LowerCtx *c, int id) {
-    Op op = node(c, id)->op;
-    if (op == OP_CONST || op == OP_SIZE) return true;
-    return op == OP_RESHAPE && is_inline(c, node(c, id)->in[0]);
-}
-
-/* The value of a constant or size node (scalars, never stored). */
-static Kx *inline_value(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    switch (n->op) {
-    case OP_CONST: return kx_real(c->a, n->attr[0]);
-    case OP_RESHAPE: return inline_value(c, n->in[0]);
-    case OP_SIZE: {
-        const IrType *t = &node(c, n->in[0])->type;
-        unsigned axes = (unsigned)n->attr[0];
-        Kx *e = kx_int(c->a, 1);
-        for (int i = 0; i < t->rank; i++)
-            if (axes & (1u << i)) e = kx_bin(c->a, KX_MUL, e, dim_expr(c->a, t->dim[i]));
-        return kx_toreal(c->a, e);
-    }
-    default: NNC_BUG("%s is not an inline value", op_info(n->op)->name);
-    }
-}
-
-/* Row-major linear index of `vars` (one per axis of t). A var may be NULL
- * for an axis of size 1. */
-static Kx *linear_index(Arena *a, const IrType *t, Kx **vars) {
+Kx *lw_index(Arena *a, const IrType *t, Kx **vars) {
     Kx *index = kx_int(a, 0), *stride = kx_int(a, 1);
     for (int i = t->rank - 1; i >= 0; i--) {
         if (t->dim[i] != 1) index = kx_bin(a, KX_ADD, index, kx_bin(a, KX_MUL, vars[i], stride));
-        stride = kx_bin(a, KX_MUL, stride, dim_expr(a, t->dim[i]));
+        stride = kx_bin(a, KX_MUL, stride, lw_dim(a, t->dim[i]));
     }
     return index;
 }
 
-/* Element of value `id` at the index `vars` of a result of rank `rank`,
- * following NumPy broadcasting (trailing axes aligned, size-1 axes repeat). */
-static Kx *load_broadcast(LowerCtx *c, int id, Kx **vars, int rank) {
-    if (is_inline(c, id)) return inline_value(c, id);
-    const IrType *t = &node(c, id)->type;
-    Kx *aligned[IR_MAX_RANK];
-    for (int i = 0; i < t->rank; i++) aligned[i] = vars[i + rank - t->rank];
-    return kx_load(c->p, c->buf[id], linear_index(c->a, t, aligned));
-}
-
-static Kx *load_flat(LowerCtx *c, int id, Kx *index) {
-    if (is_inline(c, id)) return inline_value(c, id);
-    return kx_load(c->p, c->buf[id], index);
-}
-
-/* Opens one loop per axis of t inside `blk`; fills vars; returns the body. */
-static KsBlock *loop_nest(LowerCtx *c, KsBlock *blk, const IrType *t, int naxes, Kx **vars, bool parallel) {
-    for (int i = 0; i < naxes; i++) {
+KsBlock *lw_loops(LowerCtx *c, KsBlock *blk, Kx *const *extents, int n, Kx **vars, bool parallel) {
+    for (int i = 0; i < n; i++) {
         int v = kprog_new_var(c->p);
-        Ks *f = ks_for(c->a, blk, v, dim_expr(c->a, t->dim[i]), parallel && i == 0);
+        blk = &ks_for(c->a, blk, v, extents[i], parallel && i == 0)->body;
         vars[i] = kx_var(c->a, v);
-        blk = &f->body;
     }
     return blk;
 }
 
-static KsBlock *new_loop_kernel(LowerCtx *c, int id) {
-    return &kprog_add_kernel(c->p, KK_LOOP, value_name(c, id), id)->body;
+KsBlock *lw_loop_nest(LowerCtx *c, KsBlock *blk, const IrType *t, int naxes, Kx **vars, bool parallel) {
+    Kx *ext[IR_MAX_RANK];
+    for (int i = 0; i < naxes; i++) ext[i] = lw_dim(c->a, t->dim[i]);
+    return lw_loops(c, blk, ext, naxes, vars, parallel);
 }
 
-/* dst[i] = value of `src` for every element (a flat copy loop). */
-static void copy_kernel(LowerCtx *c, int id, int dst_buf, int src) {
-    KsBlock *blk = new_loop_kernel(c, id);
-    int v = kprog_new_var(c->p);
-    Ks *f = ks_for(c->a, blk, v, numel_expr(c->a, &node(c, src)->type), true);
-    Kx *i = kx_var(c->a, v);
-    ks_store(c->a, &f->body, dst_buf, i, load_flat(c, src, i), false);
+KsBlock *lw_kernel(LowerCtx *c, int id) {
+    c->top = &kprog_add_kernel(c->p, KK_LOOP, lw_name(c, id), id)->body;
+    c->prologue = 0;
+    c->kernels++;
+    return c->top;
 }
 
 /* ---- scalar rules of the elementwise ops ------------------------------------------------ */
@@ -247,15 +190,90 @@ static const ScalarFn scalar_rules[OP_COUNT] = {
 #include "ir/ops.def"
 };
 
+/* ---- reading values ---------------------------------------------------------------- */
+
+static bool is_inline(LowerCtx *c, int id) {
+    Op op = lw_node(c, id)->op;
+    if (op == OP_CONST || op == OP_SIZE) return true;
+    return op == OP_RESHAPE && is_inline(c, lw_node(c, id)->in[0]);
+}
+
+/* The value of a constant or size node (scalars, never stored). */
+static Kx *inline_value(LowerCtx *c, int id) {
+    const Node *n = lw_node(c, id);
+    switch (n->op) {
+    case OP_CONST: return kx_real(c->a, n->attr[0]);
+    case OP_RESHAPE: return inline_value(c, n->in[0]);
+    case OP_SIZE: {
+        const IrType *t = &lw_node(c, n->in[0])->type;
+        unsigned axes = (unsigned)n->attr[0];
+        Kx *e = kx_int(c->a, 1);
+        for (int i = 0; i < t->rank; i++)
+            if (axes & (1u << i)) e = kx_bin(c->a, KX_MUL, e, lw_dim(c->a, t->dim[i]));
+        return kx_toreal(c->a, e);
+    }
+    default: NNC_BUG("%s is not an inline value", op_info(n->op)->name);
+    }
+}
+
+/* An inlined value at coordinates idx. */
+static Kx *inlined_value(LowerCtx *c, int id, Kx **idx) {
+    const Node *n = lw_node(c, id);
+    if (n->op == OP_ONEHOT) {
+        Kx *label = lw_load_at(c, n->in[0], idx);
+        return kx_select(c->a, kx_cmp(c->a, KX_EQ, label, idx[1]), kx_real(c->a, 1), kx_real(c->a, 0));
+    }
+    Kx *args[IR_MAX_INPUTS];
+    for (int k = 0; k < n->nin; k++) args[k] = lw_load_broadcast(c, n->in[k], idx, n->type.rank);
+    return scalar_rules[n->op](c->a, n, args);
+}
+
+Kx *lw_load_at(LowerCtx *c, int id, Kx **idx) {
+    const Node *n = lw_node(c, id);
+    if (is_inline(c, id)) return inline_value(c, id);
+    if (!c->fp.virt[id]) return kx_load(c->p, c->buf[id], lw_index(c->a, &n->type, idx));
+    int64_t c0, c1;
+    type_numel(&n->type, &c0, &c1);
+    if (c0 != 1 || c1 != 0) return inlined_value(c, id, idx);
+    /* A scalar: computed once, before the kernel's loops (fuse.c counts it
+     * as read once per kernel). */
+    if (c->scalar_kernel[id] != c->kernels) {
+        Kx *zeros[IR_MAX_RANK];
+        for (int i = 0; i < n->type.rank; i++) zeros[i] = kx_int(c->a, 0);
+        Kx *value = inlined_value(c, id, zeros);
+        c->scalar_local[id] = kprog_new_local(c->p);
+        c->scalar_kernel[id] = c->kernels;
+        ks_decl_at(c->a, c->top, c->prologue++, c->scalar_local[id], value);
+    }
+    return kx_local(c->a, c->scalar_local[id]);
+}
+
+Kx *lw_load_broadcast(LowerCtx *c, int id, Kx **vars, int rank) {
+    const IrType *t = &lw_node(c, id)->type;
+    Kx *aligned[IR_MAX_RANK];
+    for (int i = 0; i < t->rank; i++) aligned[i] = t->dim[i] == 1 ? kx_int(c->a, 0) : vars[i + rank - t->rank];
+    return lw_load_at(c, id, aligned);
+}
+
+Kx *lw_load_scalar(LowerCtx *c, int id) { return lw_load_at(c, id, NULL); }
+
+/* dst[...] = src, element by element, for a value of src's shape. */
+static void copy_kernel(LowerCtx *c, int id, int dst_buf, int src) {
+    const IrType *t = &lw_node(c, src)->type;
+    Kx *vars[IR_MAX_RANK];
+    KsBlock *body = lw_loop_nest(c, lw_kernel(c, id), t, t->rank, vars, true);
+    ks_store(c->a, body, dst_buf, lw_index(c->a, t, vars), lw_load_at(c, src, vars), false);
+}
+
 /* An elementwise op: one loop nest over the result, the scalar rule inside. */
 static void lower_ew(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
+    const Node *n = lw_node(c, id);
     Kx *vars[IR_MAX_RANK];
-    KsBlock *body = loop_nest(c, new_loop_kernel(c, id), &n->type, n->type.rank, vars, true);
+    KsBlock *body = lw_loop_nest(c, lw_kernel(c, id), &n->type, n->type.rank, vars, true);
     Kx *args[IR_MAX_INPUTS];
-    for (int k = 0; k < n->nin; k++) args[k] = load_broadcast(c, n->in[k], vars, n->type.rank);
+    for (int k = 0; k < n->nin; k++) args[k] = lw_load_broadcast(c, n->in[k], vars, n->type.rank);
     Kx *value = scalar_rules[n->op](c->a, n, args);
-    ks_store(c->a, body, c->buf[id], linear_index(c->a, &n->type, vars), value, false);
+    ks_store(c->a, body, c->buf[id], lw_index(c->a, &n->type, vars), value, false);
 }
 
 /* ---- workspace regions -------------------------------------------------------------------- */
@@ -270,10 +288,8 @@ static int workspace_buffer(LowerCtx *c, const char *name, IrType t) {
     return kprog_add_buf(c->p, b);
 }
 
-/* Scratch space for the kernels of node id (the im2col matrix of a
- * convolution...), named after the node and `what`. */
-static int scratch_buffer(LowerCtx *c, int id, const char *what, IrType t) {
-    return workspace_buffer(c, arena_printf(c->a, "%s.%s", value_name(c, id), what), t);
+int lw_scratch(LowerCtx *c, int id, const char *what, IrType t) {
+    return workspace_buffer(c, arena_printf(c->a, "%s.%s", lw_name(c, id), what), t);
 }
 
 /* ---- the other ops ---------------------------------------------------------------------- */
@@ -286,17 +302,17 @@ static void lower_leaf(LowerCtx *c, int id) {
 static void lower_reshape(LowerCtx *c, int id) { lower_leaf(c, id); }
 
 static void lower_matmul(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    const IrType *ta = &node(c, n->in[0])->type, *tb = &node(c, n->in[1])->type;
-    Kernel *k = kprog_add_kernel(c->p, KK_GEMM, value_name(c, id), id);
+    const Node *n = lw_node(c, id);
+    const IrType *ta = &lw_node(c, n->in[0])->type, *tb = &lw_node(c, n->in[1])->type;
+    Kernel *k = kprog_add_kernel(c->p, KK_GEMM, lw_name(c, id), id);
     KGemm *g = &k->gemm;
     g->ta = n->attr[0] != 0;
     g->tb = n->attr[1] != 0;
-    g->m = dim_expr(c->a, ta->dim[g->ta ? 1 : 0]);
-    g->k = dim_expr(c->a, ta->dim[g->ta ? 0 : 1]);
-    g->n = dim_expr(c->a, tb->dim[g->tb ? 0 : 1]);
-    g->lda = dim_expr(c->a, ta->dim[1]);
-    g->ldb = dim_expr(c->a, tb->dim[1]);
+    g->m = lw_dim(c->a, ta->dim[g->ta ? 1 : 0]);
+    g->k = lw_dim(c->a, ta->dim[g->ta ? 0 : 1]);
+    g->n = lw_dim(c->a, tb->dim[g->tb ? 0 : 1]);
+    g->lda = lw_dim(c->a, ta->dim[1]);
+    g->ldb = lw_dim(c->a, tb->dim[1]);
     g->ldc = g->n;
     g->alpha = 1;
     g->beta = 0;
@@ -315,7 +331,7 @@ static void lower_matmul(LowerCtx *c, int id) {
  *    loop stays contiguous. */
 static void reduce_kernel(LowerCtx *c, int id, int x, const bool *reduced, const int *out_axis, Kx *scale) {
     Arena *a = c->a;
-    const IrType *tx = &node(c, x)->type, *to = &node(c, id)->type;
+    const IrType *tx = &lw_node(c, x)->type, *to = &lw_node(c, id)->type;
     int r = tx->rank, first_reduced = r;
     bool suffix = true;
     for (int i = 0; i < r; i++) {
@@ -323,42 +339,42 @@ static void reduce_kernel(LowerCtx *c, int id, int x, const bool *reduced, const
         if (!reduced[i] && first_reduced < r) suffix = false;
     }
     Kx *vars[IR_MAX_RANK], *ovars[IR_MAX_RANK] = {0};
-    KsBlock *blk = new_loop_kernel(c, id);
+    KsBlock *blk = lw_kernel(c, id);
     int out = c->buf[id];
     if (suffix) {
-        KsBlock *body = loop_nest(c, blk, tx, first_reduced, vars, true);
+        KsBlock *body = lw_loop_nest(c, blk, tx, first_reduced, vars, true);
         int s = kprog_new_local(c->p);
         ks_decl(a, body, s, kx_real(a, 0));
         KsBlock *inner = body;
         for (int i = first_reduced; i < r; i++) {
             int v = kprog_new_var(c->p);
-            Ks *f = ks_for(a, inner, v, dim_expr(a, tx->dim[i]), false);
+            Ks *f = ks_for(a, inner, v, lw_dim(a, tx->dim[i]), false);
             vars[i] = kx_var(a, v);
             inner = &f->body;
         }
-        ks_update(a, inner, s, KX_ADD, kx_load(c->p, c->buf[x], linear_index(a, tx, vars)));
+        ks_update(a, inner, s, KX_ADD, lw_load_at(c, x, vars));
         for (int i = 0; i < r; i++)
             if (!reduced[i] && out_axis[i] >= 0) ovars[out_axis[i]] = vars[i];
         Kx *value = kx_local(a, s);
         if (scale) value = kx_bin(a, KX_MUL, value, scale);
-        ks_store(a, body, out, linear_index(a, to, ovars), value, false);
+        ks_store(a, body, out, lw_index(a, to, ovars), value, false);
         return;
     }
     /* zero, then accumulate in x's memory order */
     int zv = kprog_new_var(c->p);
-    Ks *zf = ks_for(a, blk, zv, numel_expr(a, to), true);
+    Ks *zf = ks_for(a, blk, zv, lw_numel(a, to), true);
     ks_store(a, &zf->body, out, kx_var(a, zv), kx_real(a, 0), false);
-    KsBlock *body = loop_nest(c, blk, tx, r, vars, false);
+    KsBlock *body = lw_loop_nest(c, blk, tx, r, vars, false);
     for (int i = 0; i < r; i++)
         if (!reduced[i] && out_axis[i] >= 0) ovars[out_axis[i]] = vars[i];
-    Kx *value = kx_load(c->p, c->buf[x], linear_index(a, tx, vars));
+    Kx *value = lw_load_at(c, x, vars);
     if (scale) value = kx_bin(a, KX_MUL, value, scale);
-    ks_store(a, body, out, linear_index(a, to, ovars), value, true);
+    ks_store(a, body, out, lw_index(a, to, ovars), value, true);
 }
 
 static void lower_reduce(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    const IrType *tx = &node(c, n->in[0])->type;
+    const Node *n = lw_node(c, id);
+    const IrType *tx = &lw_node(c, n->in[0])->type;
     unsigned axes = (unsigned)n->attr[0];
     bool keep = n->attr[1] != 0;
     bool reduced[IR_MAX_RANK];
@@ -366,7 +382,7 @@ static void lower_reduce(LowerCtx *c, int id) {
     Kx *count = kx_int(c->a, 1);
     for (int i = 0; i < tx->rank; i++) {
         reduced[i] = axes & (1u << i);
-        if (reduced[i]) count = kx_bin(c->a, KX_MUL, count, dim_expr(c->a, tx->dim[i]));
+        if (reduced[i]) count = kx_bin(c->a, KX_MUL, count, lw_dim(c->a, tx->dim[i]));
         out_axis[i] = reduced[i] && !keep ? -1 : k++;
     }
     Kx *scale = n->op == OP_MEAN ? kx_bin(c->a, KX_DIV, kx_real(c->a, 1), kx_toreal(c->a, count)) : NULL;
@@ -374,8 +390,8 @@ static void lower_reduce(LowerCtx *c, int id) {
 }
 
 static void lower_sum_to(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    const IrType *tx = &node(c, n->in[0])->type, *tl = &n->type;
+    const Node *n = lw_node(c, id);
+    const IrType *tx = &lw_node(c, n->in[0])->type, *tl = &n->type;
     int lead = tx->rank - tl->rank;
     bool reduced[IR_MAX_RANK];
     int out_axis[IR_MAX_RANK];
@@ -387,61 +403,66 @@ static void lower_sum_to(LowerCtx *c, int id) {
     reduce_kernel(c, id, n->in[0], reduced, out_axis, NULL);
 }
 
-/* For ops over the last axis: rows = product of the other axes, cols = last. */
+/* For ops over the last axis: rows = product of the other axes, cols = the
+ * last. An input of rank 2 is read by its coordinates (row, col), so it may
+ * be inlined (fuse.c only inlines those); others are read by flat index. */
 typedef struct Rows {
-    KsBlock *body; /* inside `for r < rows` */
-    Kx *row_base;  /* r * cols */
+    KsBlock *body; /* inside `for row < rows` */
+    Kx *row;
     Kx *cols;
-    int64_t ncols;
 } Rows;
 
-static Rows row_loop(LowerCtx *c, int id, const IrType *t, bool parallel) {
-    Rows rw;
-    KsBlock *blk = new_loop_kernel(c, id);
+static Rows row_loop(LowerCtx *c, KsBlock *blk, const IrType *t, bool parallel) {
     int v = kprog_new_var(c->p);
-    Ks *f = ks_for(c->a, blk, v, dims_product(c->a, t, 0, t->rank - 1), parallel);
-    rw.body = &f->body;
-    rw.ncols = t->dim[t->rank - 1];
-    rw.cols = dim_expr(c->a, rw.ncols);
-    rw.row_base = kx_bin(c->a, KX_MUL, kx_var(c->a, v), rw.cols);
-    return rw;
+    Ks *f = ks_for(c->a, blk, v, lw_dims_product(c->a, t, 0, t->rank - 1), parallel);
+    return (Rows){.body = &f->body, .row = kx_var(c->a, v), .cols = lw_dim(c->a, t->dim[t->rank - 1])};
 }
 
-/* for j < cols: body; returns the index row_base + j of the new loop */
+/* for col < cols: body; returns col */
 static Kx *col_loop(LowerCtx *c, Rows *rw, KsBlock **body) {
     int v = kprog_new_var(c->p);
-    Ks *f = ks_for(c->a, rw->body, v, rw->cols, false);
-    *body = &f->body;
-    return kx_bin(c->a, KX_ADD, rw->row_base, kx_var(c->a, v));
+    *body = &ks_for(c->a, rw->body, v, rw->cols, false)->body;
+    return kx_var(c->a, v);
+}
+
+/* Element (row, col) of value id. */
+static Kx *row_value(LowerCtx *c, const Rows *rw, int id, Kx *col) {
+    const Node *n = lw_node(c, id);
+    if (n->type.rank == 2) return lw_load_at(c, id, (Kx *[]){rw->row, col});
+    Arena *a = c->a;
+    return kx_load(c->p, c->buf[id], kx_bin(a, KX_ADD, kx_bin(a, KX_MUL, rw->row, rw->cols), col));
+}
+
+static Kx *row_index(LowerCtx *c, const Rows *rw, Kx *col) {
+    return kx_bin(c->a, KX_ADD, kx_bin(c->a, KX_MUL, rw->row, rw->cols), col);
 }
 
 /* Declares locals m = max_j x[j] and s = sum_j exp(x[j] - m) of a row. */
-static void row_logsumexp_parts(LowerCtx *c, Rows *rw, int xbuf, int *m, int *s) {
+static void row_logsumexp_parts(LowerCtx *c, Rows *rw, int x, int *m, int *s) {
     Arena *a = c->a;
     KsBlock *body;
     *m = kprog_new_local(c->p);
     ks_decl(a, rw->body, *m, kx_real(a, -INFINITY));
-    Kx *i = col_loop(c, rw, &body);
-    ks_update(a, body, *m, KX_MAX, kx_load(c->p, xbuf, i));
+    Kx *j = col_loop(c, rw, &body);
+    ks_update(a, body, *m, KX_MAX, row_value(c, rw, x, j));
     *s = kprog_new_local(c->p);
     ks_decl(a, rw->body, *s, kx_real(a, 0));
-    i = col_loop(c, rw, &body);
-    ks_update(a, body, *s, KX_ADD, kx_un(a, KX_EXP, kx_bin(a, KX_SUB, kx_load(c->p, xbuf, i), kx_local(a, *m))));
+    j = col_loop(c, rw, &body);
+    ks_update(a, body, *s, KX_ADD, kx_un(a, KX_EXP, kx_bin(a, KX_SUB, row_value(c, rw, x, j), kx_local(a, *m))));
 }
 
 static void lower_softmax_common(LowerCtx *c, int id, bool log) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
-    int x = c->buf[n->in[0]], y = c->buf[id];
-    Rows rw = row_loop(c, id, &n->type, true);
+    const Node *n = lw_node(c, id);
+    Rows rw = row_loop(c, lw_kernel(c, id), &n->type, true);
     int m, s;
-    row_logsumexp_parts(c, &rw, x, &m, &s);
+    row_logsumexp_parts(c, &rw, n->in[0], &m, &s);
     KsBlock *body;
-    Kx *i = col_loop(c, &rw, &body);
-    Kx *shifted = kx_bin(a, KX_SUB, kx_load(c->p, x, i), kx_local(a, m));
+    Kx *j = col_loop(c, &rw, &body);
+    Kx *shifted = kx_bin(a, KX_SUB, row_value(c, &rw, n->in[0], j), kx_local(a, m));
     Kx *value = log ? kx_bin(a, KX_SUB, shifted, kx_un(a, KX_LOG, kx_local(a, s)))
                     : kx_bin(a, KX_DIV, kx_un(a, KX_EXP, shifted), kx_local(a, s));
-    ks_store(a, body, y, i, value, false);
+    ks_store(a, body, c->buf[id], row_index(c, &rw, j), value, false);
 }
 
 static void lower_softmax(LowerCtx *c, int id) { lower_softmax_common(c, id, false); }
@@ -451,107 +472,106 @@ static void lower_log_softmax(LowerCtx *c, int id) { lower_softmax_common(c, id,
  * log_softmax: dx = dy - exp(y) * sum(dy) */
 static void lower_softmax_grad_common(LowerCtx *c, int id, bool log) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
-    int y = c->buf[n->in[0]], dy = c->buf[n->in[1]], dx = c->buf[id];
-    Rows rw = row_loop(c, id, &n->type, true);
+    const Node *n = lw_node(c, id);
+    int y = n->in[0], dy = n->in[1];
+    Rows rw = row_loop(c, lw_kernel(c, id), &n->type, true);
     int s = kprog_new_local(c->p);
     ks_decl(a, rw.body, s, kx_real(a, 0));
     KsBlock *body;
-    Kx *i = col_loop(c, &rw, &body);
-    Kx *term = log ? kx_load(c->p, dy, i) : kx_bin(a, KX_MUL, kx_load(c->p, dy, i), kx_load(c->p, y, i));
+    Kx *j = col_loop(c, &rw, &body);
+    Kx *term = log ? row_value(c, &rw, dy, j) : kx_bin(a, KX_MUL, row_value(c, &rw, dy, j), row_value(c, &rw, y, j));
     ks_update(a, body, s, KX_ADD, term);
-    i = col_loop(c, &rw, &body);
-    Kx *yv = kx_load(c->p, y, i), *dyv = kx_load(c->p, dy, i);
+    j = col_loop(c, &rw, &body);
+    Kx *yv = row_value(c, &rw, y, j), *dyv = row_value(c, &rw, dy, j);
     Kx *value = log ? kx_bin(a, KX_SUB, dyv, kx_bin(a, KX_MUL, kx_un(a, KX_EXP, yv), kx_local(a, s)))
                     : kx_bin(a, KX_MUL, yv, kx_bin(a, KX_SUB, dyv, kx_local(a, s)));
-    ks_store(a, body, dx, i, value, false);
+    ks_store(a, body, c->buf[id], row_index(c, &rw, j), value, false);
 }
 
 static void lower_softmax_grad(LowerCtx *c, int id) { lower_softmax_grad_common(c, id, false); }
 static void lower_log_softmax_grad(LowerCtx *c, int id) { lower_softmax_grad_common(c, id, true); }
+
+/* A kernel summing `per_row` over the rows of x [N, C] (see accumulate_rows). */
+static Rows rows_with_total(LowerCtx *c, int id, int x, KsBlock **blk, int *total) {
+    *blk = lw_kernel(c, id);
+    *total = kprog_new_local(c->p);
+    ks_decl(c->a, *blk, *total, kx_real(c->a, 0));
+    return row_loop(c, *blk, &lw_node(c, x)->type, false);
+}
+
+/* out[0] = total / rows */
+static void store_mean(LowerCtx *c, int id, KsBlock *blk, int total, const IrType *t) {
+    Arena *a = c->a;
+    Kx *rows = kx_toreal(a, lw_dim(a, t->dim[0]));
+    ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), rows), false);
+}
 
 /* loss = (1/rows) * sum_r (m_r + log s_r - x[r, label_r]), the log-sum-exp
  * form, stable for any logits. Labels must be in [0, classes): the runtime
  * checks data before it reaches a compiled step. */
 static void lower_cross_entropy(LowerCtx *c, int id) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
-    const IrType *tx = &node(c, n->in[0])->type;
-    int x = c->buf[n->in[0]], labels = c->buf[n->in[1]];
-    KsBlock *blk = new_loop_kernel(c, id);
-    int total = kprog_new_local(c->p);
-    ks_decl(a, blk, total, kx_real(a, 0));
-    int v = kprog_new_var(c->p);
-    Ks *f = ks_for(a, blk, v, dim_expr(a, tx->dim[0]), false);
-    Rows rw = {.body = &f->body, .cols = dim_expr(a, tx->dim[1]), .ncols = tx->dim[1]};
-    rw.row_base = kx_bin(a, KX_MUL, kx_var(a, v), rw.cols);
+    const Node *n = lw_node(c, id);
+    int x = n->in[0];
+    KsBlock *blk;
+    int total;
+    Rows rw = rows_with_total(c, id, x, &blk, &total);
     int m, s;
     row_logsumexp_parts(c, &rw, x, &m, &s);
-    Kx *label = kx_load(c->p, labels, kx_var(a, v));
-    Kx *picked = kx_load(c->p, x, kx_bin(a, KX_ADD, rw.row_base, label));
+    Kx *label = kx_load(c->p, c->buf[n->in[1]], rw.row);
+    Kx *picked = row_value(c, &rw, x, label);
     Kx *nll = kx_bin(a, KX_SUB, kx_bin(a, KX_ADD, kx_local(a, m), kx_un(a, KX_LOG, kx_local(a, s))), picked);
     ks_update(a, rw.body, total, KX_ADD, nll);
-    Kx *rows = kx_toreal(a, dim_expr(a, tx->dim[0]));
-    ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), rows), false);
+    store_mean(c, id, blk, total, &lw_node(c, x)->type);
 }
 
 static void lower_onehot(LowerCtx *c, int id) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
+    const Node *n = lw_node(c, id);
     Kx *vars[2];
-    KsBlock *body = loop_nest(c, new_loop_kernel(c, id), &n->type, 2, vars, true);
+    KsBlock *body = lw_loop_nest(c, lw_kernel(c, id), &n->type, 2, vars, true);
     Kx *label = kx_load(c->p, c->buf[n->in[0]], vars[0]);
     Kx *value = kx_select(a, kx_cmp(a, KX_EQ, label, vars[1]), kx_real(a, 1), kx_real(a, 0));
-    ks_store(a, body, c->buf[id], linear_index(a, &n->type, vars), value, false);
+    ks_store(a, body, c->buf[id], lw_index(a, &n->type, vars), value, false);
 }
 
 /* Per row: m = the largest value, first = the smallest column holding it;
  * the row counts when first is the label. NaN rows never count. */
 static void lower_accuracy(LowerCtx *c, int id) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
-    const IrType *tp = &node(c, n->in[0])->type;
-    int p = c->buf[n->in[0]], labels = c->buf[n->in[1]];
-    KsBlock *blk = new_loop_kernel(c, id);
-    int total = kprog_new_local(c->p);
-    ks_decl(a, blk, total, kx_real(a, 0));
-    int v = kprog_new_var(c->p);
-    Ks *f = ks_for(a, blk, v, dim_expr(a, tp->dim[0]), false);
-    Rows rw = {.body = &f->body, .cols = dim_expr(a, tp->dim[1]), .ncols = tp->dim[1]};
-    rw.row_base = kx_bin(a, KX_MUL, kx_var(a, v), rw.cols);
-    KsBlock *body;
+    const Node *n = lw_node(c, id);
+    int p = n->in[0];
+    KsBlock *blk, *body;
+    int total;
+    Rows rw = rows_with_total(c, id, p, &blk, &total);
     int m = kprog_new_local(c->p), first = kprog_new_local(c->p);
     ks_decl(a, rw.body, m, kx_real(a, -INFINITY));
-    Kx *i = col_loop(c, &rw, &body);
-    ks_update(a, body, m, KX_MAX, kx_load(c->p, p, i));
+    Kx *j = col_loop(c, &rw, &body);
+    ks_update(a, body, m, KX_MAX, row_value(c, &rw, p, j));
     Kx *none = kx_toreal(a, rw.cols);
     ks_decl(a, rw.body, first, none);
-    int jv = kprog_new_var(c->p);
-    Ks *g = ks_for(a, rw.body, jv, rw.cols, false);
-    Kx *j = kx_var(a, jv);
-    Kx *at_max = kx_cmp(a, KX_EQ, kx_load(c->p, p, kx_bin(a, KX_ADD, rw.row_base, j)), kx_local(a, m));
-    ks_update(a, &g->body, first, KX_MIN, kx_select(a, at_max, kx_toreal(a, j), none));
-    Kx *label = kx_toreal(a, kx_load(c->p, labels, kx_var(a, v)));
+    j = col_loop(c, &rw, &body);
+    Kx *at_max = kx_cmp(a, KX_EQ, row_value(c, &rw, p, j), kx_local(a, m));
+    ks_update(a, body, first, KX_MIN, kx_select(a, at_max, kx_toreal(a, j), none));
+    Kx *label = kx_toreal(a, kx_load(c->p, c->buf[n->in[1]], rw.row));
     ks_update(a, rw.body, total, KX_ADD,
               kx_select(a, kx_cmp(a, KX_EQ, kx_local(a, first), label), kx_real(a, 1), kx_real(a, 0)));
-    Kx *rows = kx_toreal(a, dim_expr(a, tp->dim[0]));
-    ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), rows), false);
+    store_mean(c, id, blk, total, &lw_node(c, p)->type);
 }
 
 static void lower_binary_accuracy(LowerCtx *c, int id) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
-    const IrType *t = &node(c, n->in[0])->type;
-    KsBlock *blk = new_loop_kernel(c, id);
+    const Node *n = lw_node(c, id);
+    const IrType *t = &lw_node(c, n->in[0])->type;
+    KsBlock *blk = lw_kernel(c, id);
     int total = kprog_new_local(c->p);
     ks_decl(a, blk, total, kx_real(a, 0));
-    int v = kprog_new_var(c->p);
-    Ks *f = ks_for(a, blk, v, numel_expr(a, t), false);
-    Kx *i = kx_var(a, v);
-    Kx *said = kx_cmp(a, KX_GE, load_flat(c, n->in[0], i), kx_real(a, n->attr[0]));
-    Kx *truth = kx_cmp(a, KX_GE, load_flat(c, n->in[1], i), kx_real(a, 0.5));
-    ks_update(a, &f->body, total, KX_ADD, kx_select(a, kx_cmp(a, KX_EQ, said, truth), kx_real(a, 1), kx_real(a, 0)));
-    Kx *count = kx_toreal(a, numel_expr(a, t));
+    Kx *vars[IR_MAX_RANK];
+    KsBlock *body = lw_loop_nest(c, blk, t, t->rank, vars, false);
+    Kx *said = kx_cmp(a, KX_GE, lw_load_at(c, n->in[0], vars), kx_real(a, n->attr[0]));
+    Kx *truth = kx_cmp(a, KX_GE, lw_load_at(c, n->in[1], vars), kx_real(a, 0.5));
+    ks_update(a, body, total, KX_ADD, kx_select(a, kx_cmp(a, KX_EQ, said, truth), kx_real(a, 1), kx_real(a, 0)));
+    Kx *count = kx_toreal(a, lw_numel(a, t));
     ks_store(a, blk, c->buf[id], kx_int(a, 0), kx_bin(a, KX_DIV, kx_local(a, total), count), false);
 }
 
@@ -559,10 +579,10 @@ static void lower_binary_accuracy(LowerCtx *c, int id) {
  * a chain of selects, one comparison per class of the set. */
 static void lower_multi_hot(LowerCtx *c, int id) {
     Arena *a = c->a;
-    const Node *n = node(c, id);
-    KsBlock *blk = new_loop_kernel(c, id);
+    const Node *n = lw_node(c, id);
+    KsBlock *blk = lw_kernel(c, id);
     int v = kprog_new_var(c->p);
-    Ks *f = ks_for(a, blk, v, dim_expr(a, n->type.dim[0]), true);
+    Ks *f = ks_for(a, blk, v, lw_dim(a, n->type.dim[0]), true);
     Kx *row = kx_var(a, v), *label = kx_load(c->p, c->buf[n->in[0]], row);
     int64_t sets = n->type.dim[1];
     for (int64_t k = 0; k < sets; k++) {
@@ -576,327 +596,30 @@ static void lower_multi_hot(LowerCtx *c, int id) {
     }
 }
 
+/* The assignments of a group (fuse.c) in one loop: every new value into a
+ * local first, then every store, so each reads the old state. The group's
+ * last member emits it; the others emit nothing. */
 static void lower_assign(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    copy_kernel(c, id, c->buf[n->in[0]], n->in[1]);
-}
-
-/* ---- convolution --------------------------------------------------------------------------
- * im2col and matrix products. The windows of image n are the columns of a
- * [C*kh*kw, Ho*Wo] matrix col[n] (a scratch buffer holds the batch's), and
- * each of these is a batched gemm over the images:
- *   y[n]    [F, Ho*Wo]       = w [F, C*kh*kw] @ col[n]
- *   dw      [F, C*kh*kw]     = sum_n dy[n] @ col[n]^T
- *   dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n]
- * after which each element of dx gathers the entries of dcol of the windows
- * that cover it (col2im). */
-
-#define I(v) kx_int(a, v)
-
-typedef struct ConvGeom {
-    Kx *batch;              /* N, the number of images */
-    int64_t c, h, w;        /* input channels and size */
-    int64_t f, kh, kw;      /* filters and kernel size */
-    int64_t sh, sw, ph, pw; /* strides and zero padding (attrs 0..3) */
-    int64_t ho, wo;         /* output size */
-} ConvGeom;
-
-/* x: the input's type, y: the output's, attrs from n. */
-static ConvGeom conv_geom(LowerCtx *c, const Node *n, const IrType *x, const IrType *y, int64_t kh, int64_t kw) {
-    return (ConvGeom){.batch = dim_expr(c->a, x->dim[0]), .c = x->dim[1], .h = x->dim[2], .w = x->dim[3],
-                      .f = y->dim[1], .kh = kh, .kw = kw, .sh = (int64_t)n->attr[0], .sw = (int64_t)n->attr[1],
-                      .ph = (int64_t)n->attr[2], .pw = (int64_t)n->attr[3], .ho = y->dim[2], .wo = y->dim[3]};
-}
-
-/* A 1x1 kernel without stride or padding: the columns are x itself. */
-static bool conv_is_pointwise(const ConvGeom *g) {
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
-}
-
-/* The type of the columns of the batch: [N, C*kh*kw, Ho*Wo]. */
-static IrType columns_type(const Node *x, const ConvGeom *g) {
-    return type_tensor(DT_F32, 3, (int64_t[]){x->type.dim[0], g->c * g->kh * g->kw, g->ho * g->wo});
-}
-
-/* Opens one loop per extent inside `blk` (the outermost one parallel if
- * asked); fills vars; returns the body. */
-static KsBlock *loops(LowerCtx *c, KsBlock *blk, Kx *const *extents, int n, Kx **vars, bool parallel) {
-    for (int i = 0; i < n; i++) {
-        int v = kprog_new_var(c->p);
-        blk = &ks_for(c->a, blk, v, extents[i], parallel && i == 0)->body;
-        vars[i] = kx_var(c->a, v);
-    }
-    return blk;
-}
-
-/* buf[index] where every condition holds, else 0. Outside, the index is 0
- * as well: a backend may evaluate both sides of a select, and must not read
- * out of bounds. */
-static Kx *guarded_load(LowerCtx *c, int buf, Kx *index, Kx *const *conds, int n) {
+    if (!c->fp.last[id]) return;
     Arena *a = c->a;
-    for (int k = n - 1; k >= 0; k--) index = kx_select(a, conds[k], index, I(0));
-    Kx *v = kx_load(c->p, buf, index);
-    for (int k = n - 1; k >= 0; k--) v = kx_select(a, conds[k], v, kx_real(a, 0));
-    return v;
+    int group = c->fp.group[id];
+    const IrType *t = &lw_node(c, id)->type;
+    Kx *vars[IR_MAX_RANK];
+    KsBlock *body = lw_loop_nest(c, lw_kernel(c, group), t, t->rank, vars, true);
+    c->p->kernels[c->p->nkernels - 1].name = arena_printf(a, "%s.update", lw_node(c, lw_node(c, id)->in[0])->name);
+    int *locals = xmalloc(sizeof(int) * (size_t)(id - group + 1)), count = 0;
+    for (int i = group; i <= id; i++)
+        if (c->fp.group[i] == group) {
+            Kx *value = lw_load_at(c, lw_node(c, i)->in[1], vars);
+            locals[count] = kprog_new_local(c->p);
+            ks_decl(a, body, locals[count++], value);
+        }
+    count = 0;
+    for (int i = group; i <= id; i++)
+        if (c->fp.group[i] == group)
+            ks_store(a, body, c->buf[lw_node(c, i)->in[0]], lw_index(a, t, vars), kx_local(a, locals[count++]), false);
+    free(locals);
 }
-
-/* Conditions for the padded coordinate `pos` (window start o*s - p plus an
- * offset) to lie inside [0, size): only those the geometry can violate. */
-static int inside_conds(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s, int64_t out, int64_t size,
-                        Kx **conds) {
-    int n = 0;
-    if (p > 0) conds[n++] = kx_cmp(a, KX_GE, pos, I(0));
-    if ((out - 1) * s - p + k - 1 >= size) conds[n++] = kx_cmp(a, KX_LT, pos, I(size));
-    return n;
-}
-
-/* col[n, (c*kh + i)*kw + j, oh*Wo + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j], 0 in the padding. */
-static void im2col_kernel(LowerCtx *c, int id, const ConvGeom *g, int x, int col) {
-    Arena *a = c->a;
-    const IrType *tx = &node(c, x)->type;
-    Kx *v[6]; /* n, c, i, j, oh, ow */
-    Kx *ext[6] = {g->batch, I(g->c), I(g->kh), I(g->kw), I(g->ho), I(g->wo)};
-    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 6, v, true);
-    Kx *hh = BIN(ADD, BIN(SUB, BIN(MUL, v[4], I(g->sh)), I(g->ph)), v[2]);
-    Kx *ww = BIN(ADD, BIN(SUB, BIN(MUL, v[5], I(g->sw)), I(g->pw)), v[3]);
-    Kx *conds[4];
-    int nc = inside_conds(a, hh, g->ph, g->kh, g->sh, g->ho, g->h, conds);
-    nc += inside_conds(a, ww, g->pw, g->kw, g->sw, g->wo, g->w, conds + nc);
-    Kx *value = guarded_load(c, c->buf[x], linear_index(a, tx, (Kx *[]){v[0], v[1], hh, ww}), conds, nc);
-    IrType tc = columns_type(node(c, x), g);
-    Kx *row = BIN(ADD, BIN(MUL, BIN(ADD, BIN(MUL, v[1], I(g->kh)), v[2]), I(g->kw)), v[3]);
-    Kx *pixel = BIN(ADD, BIN(MUL, v[4], I(g->wo)), v[5]);
-    ks_store(a, body, col, linear_index(a, &tc, (Kx *[]){v[0], row, pixel}), value, false);
-}
-
-/* The columns of input x for node id: im2col into a scratch buffer, or x
- * itself for a pointwise kernel. */
-static int conv_columns(LowerCtx *c, int id, const ConvGeom *g, int x) {
-    if (conv_is_pointwise(g)) return c->buf[x];
-    int col = scratch_buffer(c, id, "col", columns_type(node(c, x), g));
-    im2col_kernel(c, id, g, x, col);
-    return col;
-}
-
-/* One operand of a batched product: its buffer, leading dimension, and the
- * distance between the matrices of consecutive samples (0: shared). */
-typedef struct Operand {
-    int buf;
-    int64_t ld, stride;
-} Operand;
-
-/* C_n = op(A_n) op(B_n) for each sample n (or, with C's stride 0, their sum). */
-static void gemm_batch(LowerCtx *c, int id, Kx *count, bool ta, bool tb, const int64_t mnk[3], Operand A,
-                       Operand B, Operand C) {
-    Arena *a = c->a;
-    KGemm *g = &kprog_add_kernel(c->p, KK_GEMM, value_name(c, id), id)->gemm;
-    *g = (KGemm){.ta = ta, .tb = tb, .m = I(mnk[0]), .n = I(mnk[1]), .k = I(mnk[2]), .alpha = 1, .beta = 0,
-                 .a = A.buf, .b = B.buf, .c = C.buf, .lda = I(A.ld), .ldb = I(B.ld), .ldc = I(C.ld),
-                 .count = count, .stride_a = I(A.stride), .stride_b = I(B.stride), .stride_c = I(C.stride)};
-}
-
-/* y[n] [F, Ho*Wo] = w [F, C*kh*kw] @ col[n] */
-static void lower_conv2d(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    const IrType *tw = &node(c, n->in[1])->type;
-    ConvGeom g = conv_geom(c, n, &node(c, n->in[0])->type, &n->type, tw->dim[2], tw->dim[3]);
-    int64_t ckk = g.c * g.kh * g.kw, hw = g.ho * g.wo;
-    int col = conv_columns(c, id, &g, n->in[0]);
-    gemm_batch(c, id, g.batch, false, false, (int64_t[]){g.f, hw, ckk}, (Operand){c->buf[n->in[1]], ckk, 0},
-               (Operand){col, hw, ckk * hw}, (Operand){c->buf[id], hw, g.f * hw});
-}
-
-/* dw [F, C*kh*kw] = sum_n dy[n] [F, Ho*Wo] @ col[n]^T */
-static void lower_conv2d_grad_weight(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    ConvGeom g = conv_geom(c, n, &node(c, n->in[0])->type, &node(c, n->in[1])->type, (int64_t)n->attr[4],
-                           (int64_t)n->attr[5]);
-    int64_t ckk = g.c * g.kh * g.kw, hw = g.ho * g.wo;
-    int col = conv_columns(c, id, &g, n->in[0]);
-    gemm_batch(c, id, g.batch, false, true, (int64_t[]){g.f, ckk, hw}, (Operand){c->buf[n->in[1]], hw, g.f * hw},
-               (Operand){col, hw, ckk * hw}, (Operand){c->buf[id], ckk, 0});
-}
-
-/* The windows (of size k, stride s, over padding p, `out` of them) that
- * cover position `pos`: o in [lo, lo + count) where o*s - p <= pos <
- * o*s - p + k. lo = ceil((pos + p - k + 1) / s) with a truncating division,
- * which errs only where the result is clamped to 0 anyway. */
-static void covering_windows(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s, int64_t out, Kx **lo,
-                             Kx **count) {
-    *lo = BIN(MAX, I(0), BIN(DIV, BIN(ADD, pos, I(p - k + s)), I(s)));
-    Kx *hi = BIN(MIN, I(out - 1), BIN(DIV, BIN(ADD, pos, I(p)), I(s)));
-    *count = BIN(MAX, I(0), BIN(ADD, BIN(SUB, hi, *lo), I(1)));
-}
-
-/* dx[n, c, h, w] = sum of dcol[n, (c*kh + i)*kw + j, oh*Wo + ow] over the
- * windows (oh, ow) that cover (h, w), i = h + ph - oh*sh, j = w + pw - ow*sw:
- * a gather, each element of dx written by its own iteration. */
-static void col2im_kernel(LowerCtx *c, int id, const ConvGeom *g, int dcol, const IrType *tcol) {
-    Arena *a = c->a;
-    const IrType *tx = &node(c, id)->type;
-    Kx *v[4], *o[2]; /* n, c, h, w; oh, ow */
-    Kx *ext[4] = {g->batch, I(g->c), I(g->h), I(g->w)};
-    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
-    int s = kprog_new_local(c->p);
-    ks_decl(a, body, s, kx_real(a, 0));
-    Kx *lo[2], *count[2];
-    covering_windows(a, v[2], g->ph, g->kh, g->sh, g->ho, &lo[0], &count[0]);
-    covering_windows(a, v[3], g->pw, g->kw, g->sw, g->wo, &lo[1], &count[1]);
-    KsBlock *inner = loops(c, body, count, 2, o, false);
-    Kx *oh = BIN(ADD, lo[0], o[0]), *ow = BIN(ADD, lo[1], o[1]);
-    Kx *i = BIN(SUB, BIN(ADD, v[2], I(g->ph)), BIN(MUL, oh, I(g->sh)));
-    Kx *j = BIN(SUB, BIN(ADD, v[3], I(g->pw)), BIN(MUL, ow, I(g->sw)));
-    Kx *row = BIN(ADD, BIN(MUL, BIN(ADD, BIN(MUL, v[1], I(g->kh)), i), I(g->kw)), j);
-    Kx *pixel = BIN(ADD, BIN(MUL, oh, I(g->wo)), ow);
-    ks_update(a, inner, s, KX_ADD, kx_load(c->p, dcol, linear_index(a, tcol, (Kx *[]){v[0], row, pixel})));
-    ks_store(a, body, c->buf[id], linear_index(a, tx, v), kx_local(a, s), false);
-}
-
-/* dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n], then col2im into dx (for a
- * pointwise kernel, dx[n] = w^T @ dy[n] directly). */
-static void lower_conv2d_grad_input(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
-    const Node *dy = node(c, n->in[0]);
-    const IrType *tw = &node(c, n->in[1])->type;
-    ConvGeom g = conv_geom(c, n, &n->type, &dy->type, tw->dim[2], tw->dim[3]);
-    int64_t ckk = g.c * g.kh * g.kw, hw = g.ho * g.wo;
-    IrType tcol = columns_type(n, &g);
-    int dcol = conv_is_pointwise(&g) ? c->buf[id] : scratch_buffer(c, id, "dcol", tcol);
-    gemm_batch(c, id, g.batch, true, false, (int64_t[]){ckk, hw, g.f}, (Operand){c->buf[n->in[1]], ckk, 0},
-               (Operand){c->buf[n->in[0]], hw, g.f * hw}, (Operand){dcol, hw, ckk * hw});
-    if (!conv_is_pointwise(&g)) col2im_kernel(c, id, &g, dcol, &tcol);
-}
-
-/* ---- pooling ------------------------------------------------------------------------------
- * Windows of (kh, kw) moving by (sh, sw), without padding, on each channel:
- * the geometry of a convolution with as many filters as channels. */
-
-/* x: the input's type, y: the output's; attrs kh kw sh sw from n. */
-static ConvGeom pool_geom(LowerCtx *c, const Node *n, const IrType *x, const IrType *y) {
-    return (ConvGeom){.batch = dim_expr(c->a, x->dim[0]), .c = x->dim[1], .h = x->dim[2], .w = x->dim[3],
-                      .f = x->dim[1], .kh = (int64_t)n->attr[0], .kw = (int64_t)n->attr[1],
-                      .sh = (int64_t)n->attr[2], .sw = (int64_t)n->attr[3], .ho = y->dim[2], .wo = y->dim[3]};
-}
-
-/* x[n, c, oh*sh + i, ow*sw + j]: element (i, j) of window (oh, ow). */
-static Kx *window_load(LowerCtx *c, int x, const ConvGeom *g, Kx *n, Kx *ch, Kx *oh, Kx *ow, Kx *i, Kx *j) {
-    Arena *a = c->a;
-    Kx *h = BIN(ADD, BIN(MUL, oh, I(g->sh)), i), *w = BIN(ADD, BIN(MUL, ow, I(g->sw)), j);
-    return kx_load(c->p, c->buf[x], linear_index(a, &node(c, x)->type, (Kx *[]){n, ch, h, w}));
-}
-
-/* y[n, c, oh, ow] = the max / the mean of window (oh, ow) of channel c */
-static void lower_pool(LowerCtx *c, int id, bool max) {
-    Arena *a = c->a;
-    const Node *n = node(c, id);
-    ConvGeom g = pool_geom(c, n, &node(c, n->in[0])->type, &n->type);
-    Kx *v[4], *k[2]; /* n, c, oh, ow; i, j */
-    Kx *ext[4] = {g.batch, I(g.c), I(g.ho), I(g.wo)}, *kext[2] = {I(g.kh), I(g.kw)};
-    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
-    int s = kprog_new_local(c->p);
-    ks_decl(a, body, s, kx_real(a, max ? -INFINITY : 0));
-    KsBlock *inner = loops(c, body, kext, 2, k, false);
-    Kx *x = window_load(c, n->in[0], &g, v[0], v[1], v[2], v[3], k[0], k[1]);
-    ks_update(a, inner, s, max ? KX_MAX : KX_ADD, x);
-    Kx *value = max ? kx_local(a, s) : BIN(MUL, kx_local(a, s), kx_real(a, 1.0 / (double)(g.kh * g.kw)));
-    ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), value, false);
-}
-
-static void lower_maxpool2d(LowerCtx *c, int id) { lower_pool(c, id, true); }
-static void lower_avgpool2d(LowerCtx *c, int id) { lower_pool(c, id, false); }
-
-/* Opens, inside the loops over dx's elements v (n, c, h, w), the loops over
- * the windows that cover (h, w); sets oh, ow; returns their body. */
-static KsBlock *covering_loops(LowerCtx *c, KsBlock *body, const ConvGeom *g, Kx *const *v, Kx **oh, Kx **ow) {
-    Arena *a = c->a;
-    Kx *lo[2], *count[2], *o[2];
-    covering_windows(a, v[2], 0, g->kh, g->sh, g->ho, &lo[0], &count[0]);
-    covering_windows(a, v[3], 0, g->kw, g->sw, g->wo, &lo[1], &count[1]);
-    KsBlock *inner = loops(c, body, count, 2, o, false);
-    *oh = BIN(ADD, lo[0], o[0]);
-    *ow = BIN(ADD, lo[1], o[1]);
-    return inner;
-}
-
-/* dx[n, c, h, w] = sum of dy[n, c, oh, ow] / (kh kw) over the windows that cover (h, w) */
-static void lower_avgpool2d_grad(LowerCtx *c, int id) {
-    Arena *a = c->a;
-    const Node *n = node(c, id), *dy = node(c, n->in[0]);
-    ConvGeom g = pool_geom(c, n, &n->type, &dy->type);
-    Kx *v[4], *oh, *ow;
-    Kx *ext[4] = {g.batch, I(g.c), I(g.h), I(g.w)};
-    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
-    int s = kprog_new_local(c->p);
-    ks_decl(a, body, s, kx_real(a, 0));
-    KsBlock *inner = covering_loops(c, body, &g, v, &oh, &ow);
-    Kx *grad = kx_load(c->p, c->buf[n->in[0]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow}));
-    ks_update(a, inner, s, KX_ADD, grad);
-    Kx *value = BIN(MUL, kx_local(a, s), kx_real(a, 1.0 / (double)(g.kh * g.kw)));
-    ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), value, false);
-}
-
-/* dx[n, c, h, w] = sum of dy[n, c, oh, ow] over the windows (oh, ow) whose
- * first maximum (row by row) is at (h, w). That is the case when every
- * element of the window is <= x[n, c, h, w], and those before it are <.
- * A gather: each element of dx is written by its own iteration. */
-static void lower_maxpool2d_grad(LowerCtx *c, int id) {
-    Arena *a = c->a;
-    const Node *n = node(c, id), *dy = node(c, n->in[1]);
-    ConvGeom g = pool_geom(c, n, &n->type, &dy->type);
-    Kx *v[4], *k[2], *oh, *ow; /* n, c, h, w; i, j */
-    Kx *ext[4] = {g.batch, I(g.c), I(g.h), I(g.w)}, *kext[2] = {I(g.kh), I(g.kw)};
-    KsBlock *body = loops(c, new_loop_kernel(c, id), ext, 4, v, true);
-    int xv = kprog_new_local(c->p), s = kprog_new_local(c->p), beaten = kprog_new_local(c->p);
-    ks_decl(a, body, xv, kx_load(c->p, c->buf[n->in[0]], linear_index(a, &n->type, v)));
-    ks_decl(a, body, s, kx_real(a, 0));
-    KsBlock *win = covering_loops(c, body, &g, v, &oh, &ow);
-    /* (h, w) is element q of the window; `beaten` becomes 1 if another one wins */
-    Kx *qi = BIN(SUB, v[2], BIN(MUL, oh, I(g.sh))), *qj = BIN(SUB, v[3], BIN(MUL, ow, I(g.sw)));
-    Kx *q = BIN(ADD, BIN(MUL, qi, I(g.kw)), qj);
-    ks_decl(a, win, beaten, kx_real(a, 0));
-    KsBlock *inner = loops(c, win, kext, 2, k, false);
-    Kx *other = window_load(c, n->in[0], &g, v[0], v[1], oh, ow, k[0], k[1]), *mine = kx_local(a, xv);
-    Kx *before = kx_cmp(a, KX_LT, BIN(ADD, BIN(MUL, k[0], I(g.kw)), k[1]), q);
-    Kx *wins = kx_select(a, before, kx_cmp(a, KX_GE, other, mine), kx_cmp(a, KX_GT, other, mine));
-    ks_update(a, inner, beaten, KX_MAX, kx_select(a, wins, kx_real(a, 1), kx_real(a, 0)));
-    Kx *grad = kx_load(c->p, c->buf[n->in[1]], linear_index(a, &dy->type, (Kx *[]){v[0], v[1], oh, ow}));
-    Kx *first = kx_cmp(a, KX_EQ, kx_local(a, beaten), kx_real(a, 0));
-    ks_update(a, win, s, KX_ADD, kx_select(a, first, grad, kx_real(a, 0)));
-    ks_store(a, body, c->buf[id], linear_index(a, &n->type, v), kx_local(a, s), false);
-}
-
-/* ---- dropout --------------------------------------------------------------------------------- */
-
-/* The key of a dropout mask: rng.seed (24 bits), opt.step mod 2^24 and the
- * node's stream number (12 bits) packed into 60 bits, so that every (seed,
- * step, stream) has masks of its own and the key stays inside int64. */
-static Kx *dropout_key(LowerCtx *c, const Node *n) {
-    Arena *a = c->a;
-    Kx *seed = kx_toint(a, BIN(MOD, load_flat(c, n->in[1], I(0)), R(1 << 24)));
-    Kx *step = kx_toint(a, BIN(MOD, load_flat(c, n->in[2], I(0)), R(1 << 24)));
-    Kx *key = BIN(ADD, BIN(MUL, seed, I((int64_t)1 << 24)), step);
-    NNC_ASSERT(n->attr[1] >= 0 && n->attr[1] < IR_DROPOUT_STREAMS);
-    return BIN(ADD, BIN(MUL, key, I(IR_DROPOUT_STREAMS)), I((int64_t)n->attr[1]));
-}
-
-/* y[i] = x[i] / (1 - rate) where rand(key, i) >= rate, else 0 (dropout, and
- * its gradient with dy for x). A uniform number and the rate compare alike
- * in f32 and f64: the numbers have 24 bits, and rounding the rate to f32
- * never moves it past one of them. */
-static void lower_dropout(LowerCtx *c, int id) {
-    Arena *a = c->a;
-    const Node *n = node(c, id);
-    double rate = n->attr[0];
-    KsBlock *blk = new_loop_kernel(c, id);
-    int v = kprog_new_var(c->p);
-    Ks *f = ks_for(a, blk, v, numel_expr(a, &n->type), true);
-    Kx *i = kx_var(a, v);
-    Kx *keep = kx_cmp(a, KX_GE, kx_rand(a, dropout_key(c, n), i), R(rate));
-    Kx *scaled = BIN(MUL, load_flat(c, n->in[0], i), R(1 / (1 - rate)));
-    ks_store(a, &f->body, c->buf[id], i, kx_select(a, keep, scaled, R(0)), false);
-}
-
-#undef I
 
 static const LowerFn lower_rules[OP_COUNT] = {
 #define EW(e, name, arity, flags, attrs, grad, scalar) [OP_##e] = lower_ew,
@@ -907,11 +630,11 @@ static const LowerFn lower_rules[OP_COUNT] = {
 /* ---- buffers ---------------------------------------------------------------------------- */
 
 static int work_buffer(LowerCtx *c, int id) {
-    return workspace_buffer(c, value_name(c, id), node(c, id)->type);
+    return workspace_buffer(c, lw_name(c, id), lw_node(c, id)->type);
 }
 
 static int arg_buffer(LowerCtx *c, int id, const char *name, ArgRole role) {
-    const Node *n = node(c, id);
+    const Node *n = lw_node(c, id);
     int arg = kprog_add_arg(c->p, (KArg){.name = name, .role = role, .type = n->type,
                                          .metric = role == ARG_OUTPUT && (n->flags & NF_METRIC)});
     KBuf b = {.name = name, .kind = KB_ARG, .dtype = n->type.dtype, .size = numel_poly(&n->type),
@@ -920,7 +643,7 @@ static int arg_buffer(LowerCtx *c, int id, const char *name, ArgRole role) {
 }
 
 static int state_buffer(LowerCtx *c, int id) {
-    const Node *n = node(c, id);
+    const Node *n = lw_node(c, id);
     const StateSlot *s = module_find_slot(c->m, n->name);
     if (!s) NNC_BUG("param %s has no state slot", n->name);
     KBuf b = {.name = n->name, .kind = KB_STATE, .dtype = n->type.dtype, .size = {s->size, 0},
@@ -929,8 +652,9 @@ static int state_buffer(LowerCtx *c, int id) {
 }
 
 static bool computes_into_own_buffer(LowerCtx *c, int id) {
-    Op op = node(c, id)->op;
-    return !(op_info(op)->flags & OPF_LEAF) && op != OP_RESHAPE && op != OP_ASSIGN && !is_inline(c, id);
+    Op op = lw_node(c, id)->op;
+    return !(op_info(op)->flags & OPF_LEAF) && op != OP_RESHAPE && op != OP_ASSIGN && !is_inline(c, id) &&
+           !c->fp.virt[id];
 }
 
 /* Outputs of the program, in argument order: the NF_OUTPUT values, or for
@@ -958,8 +682,10 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     KProgram *p = kprog_new(m->arena, names[kind], kind);
     p->real_f64 = real_f64;
     p->state_size = m->state_size;
-    LowerCtx c = {.m = m, .g = g, .p = p, .a = m->arena};
+    LowerCtx c = {.m = m, .g = g, .p = p, .a = m->arena, .fp = fuse_plan(g, kind)};
     c.buf = xmalloc(sizeof(int) * (size_t)(g->n + 1));
+    c.scalar_local = xcalloc((size_t)g->n + 1, sizeof(int));
+    c.scalar_kernel = xcalloc((size_t)g->n + 1, sizeof(int));
     for (int i = 0; i < g->n; i++) c.buf[i] = -1;
 
     /* Arguments: inputs, then targets, then outputs. */
@@ -976,7 +702,7 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
         int id = outs[k];
         const char *name = kind == PROG_GRAD ? arena_printf(m->arena, "grad.%s", g->nodes[id].name)
                                              : g->nodes[id].name;
-        int b = arg_buffer(&c, id, name ? name : value_name(&c, id), ARG_OUTPUT);
+        int b = arg_buffer(&c, id, name ? name : lw_name(&c, id), ARG_OUTPUT);
         /* A computed value is written straight into the caller's array;
          * anything else (a leaf, a view) is copied there at the end. */
         copy_to[k] = -1;
@@ -987,11 +713,11 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     /* Storage for everything else, in order. */
     for (int i = 0; i < g->n; i++) {
         const Node *n = &g->nodes[i];
-        if (c.buf[i] >= 0 || is_inline(&c, i) || n->op == OP_ASSIGN) continue;
+        if (c.buf[i] >= 0 || is_inline(&c, i) || c.fp.virt[i] || n->op == OP_ASSIGN) continue;
         if (n->op == OP_PARAM) c.buf[i] = state_buffer(&c, i);
         else if (n->op == OP_INPUT) NNC_BUG("input %s without an argument", n->name);
         else if (n->op == OP_RESHAPE) {
-            KBuf b = {.name = value_name(&c, i), .kind = KB_VIEW, .dtype = n->type.dtype,
+            KBuf b = {.name = lw_name(&c, i), .kind = KB_VIEW, .dtype = n->type.dtype,
                       .size = numel_poly(&n->type), .view_of = c.buf[n->in[0]], .type = n->type};
             c.buf[i] = kprog_add_buf(p, b);
         } else c.buf[i] = work_buffer(&c, i);
@@ -1004,7 +730,7 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     if (loss >= 0 && kind != PROG_FORWARD && c.buf[loss] < 0) c.buf[loss] = work_buffer(&c, loss);
 
     for (int i = 0; i < g->n; i++) {
-        if (is_inline(&c, i)) continue;
+        if (is_inline(&c, i) || c.fp.virt[i]) continue;
         lower_rules[g->nodes[i].op](&c, i);
     }
     if (loss >= 0 && kind != PROG_FORWARD) {
@@ -1016,6 +742,9 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     free(copy_to);
     free(outs);
     free(c.buf);
+    free(c.scalar_local);
+    free(c.scalar_kernel);
+    fuse_plan_free(&c.fp);
     return p;
 }
 

@@ -7,7 +7,8 @@
  *   autodiff    grad graph += the gradient of the loss for every trainable param
  *   optimizer   train graph = grad graph + the parameter update; state layout
  *
- * and lower.c turns any of the resulting graphs into a KProgram. Shape
+ * and lower.c turns any of the resulting graphs into a KProgram (fusing
+ * elementwise chains into the kernels that read them, fuse.c). Shape
  * inference is not a separate step: every node gets its type from its shape
  * rule the moment it is built (the frontend needs shapes to build layers);
  * pass_shape re-derives all of them before the other passes run. */
@@ -43,6 +44,19 @@ bool pass_autodiff(Module *m, Diag *d);
 /* m->train = m->grad plus the update of m->train_spec's optimizer, then
  * lays out the model state (module_layout_state). */
 bool pass_optimizer(Module *m, Diag *d);
+
+/* ---- fuse.c --------------------------------------------------------------------------- */
+/* Which values of a function are computed inside the kernels that read
+ * them, and which assignments share one loop. */
+typedef struct FusePlan {
+    bool *virt;  /* per node: inlined where read (no buffer, no kernel of its own) */
+    int *group;  /* per assign: the first member of its group, else -1 */
+    bool *last;  /* per assign: the member whose place the group's kernel takes */
+    int n;
+} FusePlan;
+
+FusePlan fuse_plan(const Graph *g, ProgKind kind);
+void fuse_plan_free(FusePlan *p);
 
 /* ---- lower.c ----------------------------------------------------------------------- */
 /* The Kernel IR of one function of the module; `g` is one of m->forward,
