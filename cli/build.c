@@ -172,7 +172,7 @@ static bool build_native(Module *m, const BuildOptions *o, Diag *d) {
                                         LLVMHiddenVisibility);
     LLVMTargetMachineRef tm = llvm_target_machine(o->cpu);
     char *err = NULL;
-    bool compiled = llvm_optimize(mod, tm, &err) && llvm_emit_object(mod, tm, kernels, &err);
+    bool compiled = llvm_optimize(mod, tm, m->opt.level, &err) && llvm_emit_object(mod, tm, kernels, &err);
     if (!compiled) diag_error(d, SPAN_NONE, "LLVM could not compile the model: %s", err ? err : "?");
     LLVMDisposeMessage(err);
     LLVMDisposeTargetMachine(tm);

@@ -30,6 +30,7 @@ void usage_bench(FILE *out) {
           "  --repeat N       timed runs per figure; the median is reported (default 5)\n"
           "  --time S         seconds each timed run lasts at least (default 0.2)\n"
           "  --json           one JSON object instead of text\n"
+          COMPILE_HELP
           "  -h, --help       show this help\n",
           out);
 }
@@ -164,13 +165,14 @@ int cmd_bench(int argc, char **argv) {
         {"batch", required_argument, NULL, 'b'},  {"big", required_argument, NULL, 'B'},
         {"threads", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
         {"time", required_argument, NULL, 's'},   {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,         {NULL, 0, NULL, 0},
     };
     BenchOptions o = {.big = 1024, .repeat = 5, .seconds = 0.2};
     long long v;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    OptSettings optset = OPT_DEFAULTS;
+    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
         switch (c) {
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; o.batch = v; break;
         case 'B': if (!parse_int_option("--big", optarg, 1, &v)) return 2; o.big = v; break;
@@ -179,7 +181,13 @@ int cmd_bench(int argc, char **argv) {
         case 's': if (!parse_real_option("--time", optarg, &o.seconds)) return 2; break;
         case 'j': o.json = true; break;
         case 'h': usage_bench(stdout); return 0;
-        default: usage_bench(stderr); return 2;
+        default:
+            if (!is_compile_option(c)) {
+                usage_bench(stderr);
+                return 2;
+            }
+            if (!parse_compile_option(c, optarg, &optset)) return 2;
+            break;
         }
     }
     if (optind != argc - 1) {
@@ -191,7 +199,7 @@ int cmd_bench(int argc, char **argv) {
     Diag d;
     diag_init(&d, NULL, stderr);
     double t0 = now_seconds();
-    Module *m = nnc_load_model(&arena, argv[optind], &d, NULL);
+    Module *m = nnc_load_model(&arena, argv[optind], &d, &(LoadOptions){.passes.opt = &optset});
     double parse = now_seconds() - t0;
     int status = m ? bench(m, &o, parse) : 1;
     arena_free_all(&arena);

@@ -29,6 +29,7 @@ void usage_check(FILE *out) {
           "  --all            check every element of every parameter\n"
           "  --tolerance X    largest relative error accepted (default 1e-4)\n"
           "  --seed N         seed of the parameters and the batch (default 1)\n"
+          COMPILE_HELP
           "  -h, --help       show this help\n"
           "\n"
           "The relative error of an element is |analytic - numeric| / max(|analytic|, |numeric|, f),\n"
@@ -205,14 +206,15 @@ int cmd_check(int argc, char **argv) {
     static const struct option longopts[] = {
         {"batch", required_argument, NULL, 'b'},     {"samples", required_argument, NULL, 'n'},
         {"all", no_argument, NULL, 'a'},             {"tolerance", required_argument, NULL, 't'},
-        {"seed", required_argument, NULL, 's'},      {"help", no_argument, NULL, 'h'},
+        {"seed", required_argument, NULL, 's'},      {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     CheckOptions o = {.batch = 4, .samples = 32, .tolerance = 1e-4, .seed = 1};
     long long v;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    OptSettings optset = OPT_DEFAULTS;
+    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
         switch (c) {
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; o.batch = v; break;
         case 'n': if (!parse_int_option("--samples", optarg, 1, &v)) return 2; o.samples = v; break;
@@ -220,7 +222,13 @@ int cmd_check(int argc, char **argv) {
         case 't': if (!parse_real_option("--tolerance", optarg, &o.tolerance)) return 2; break;
         case 's': if (!parse_int_option("--seed", optarg, 0, &v)) return 2; o.seed = (uint64_t)v; break;
         case 'h': usage_check(stdout); return 0;
-        default: usage_check(stderr); return 2;
+        default:
+            if (!is_compile_option(c)) {
+                usage_check(stderr);
+                return 2;
+            }
+            if (!parse_compile_option(c, optarg, &optset)) return 2;
+            break;
         }
     }
     if (optind != argc - 1) {
@@ -231,7 +239,7 @@ int cmd_check(int argc, char **argv) {
     Arena arena = {0};
     Diag d;
     diag_init(&d, NULL, stderr);
-    Module *m = nnc_load_model(&arena, argv[optind], &d, &(LoadOptions){0});
+    Module *m = nnc_load_model(&arena, argv[optind], &d, &(LoadOptions){.passes.opt = &optset});
     int status = m ? check(m, &o) : 1;
     arena_free_all(&arena);
     return status;

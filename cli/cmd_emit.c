@@ -32,7 +32,7 @@ void usage_emit(FILE *out) {
           "  --print-after=PASS   print the Graph IR after PASS (shape, derive, autodiff, optimizer, or all)\n"
           "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
           "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
-          "  -O0                  with --emit-llvm: the module as generated, before optimisation\n"
+          COMPILE_HELP
           "  --f64                build kernels in double precision (as 'nnc check' does)\n"
           "  -o FILE              with --emit-ir/-kir/-llvm: write to FILE instead of standard output\n"
           "  --verify             check the IR after every pass\n"
@@ -99,7 +99,7 @@ static void print_summary(FILE *out, const Module *m) {
     }
 }
 
-static int emit_llvm(FILE *out, Module *m, bool f64, bool optimize, const char *cpu, Diag *d) {
+static int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
@@ -111,10 +111,10 @@ static int emit_llvm(FILE *out, Module *m, bool f64, bool optimize, const char *
     KProgram *init = lower_init(m, f64);
     llvm_emit_program(mod, init, arena_printf(m->arena, "%s_init", m->name));
     int status = 0;
-    if (optimize) {
+    {
         LLVMTargetMachineRef tm = llvm_target_machine(cpu);
         char *err = NULL;
-        if (!llvm_optimize(mod, tm, &err)) {
+        if (!llvm_optimize(mod, tm, m->opt.level, &err)) {
             diag_error(d, SPAN_NONE, "LLVM rejected the generated module: %s", err);
             LLVMDisposeMessage(err);
             status = 1;
@@ -138,15 +138,16 @@ int cmd_emit(int argc, char **argv) {
         {"f64", no_argument, NULL, 'F'},       {"verify", no_argument, NULL, 'V'},
         {"emit-obj", no_argument, NULL, 'B'},  {"emit-c", no_argument, NULL, 'C'},
         {"weights", required_argument, NULL, 'W'}, {"cpu", required_argument, NULL, 'U'},
-        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},      COMPILE_LONGOPTS, {NULL, 0, NULL, 0},
     };
     int emit = EMIT_NONE;
-    bool f64 = false, optimize = true;
+    bool f64 = false;
     const char *output = NULL, *weights = NULL, *cpu = "native";
-    LoadOptions lo = {0};
+    OptSettings opt = OPT_DEFAULTS;
+    LoadOptions lo = {.passes.opt = &opt};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "ho:O:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "ho:" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
         switch (c) {
         case 'I': emit = EMIT_IR; break;
         case 'K': emit = EMIT_KIR; break;
@@ -174,15 +175,14 @@ int cmd_emit(int argc, char **argv) {
             break;
         case 'V': lo.passes.verify_each = true; break;
         case 'o': output = optarg; break;
-        case 'O':
-            if (strcmp(optarg, "0") != 0) {
-                fprintf(stderr, "nnc: error: only -O0 is an option (optimisation is on by default)\n");
-                return 2;
-            }
-            optimize = false;
-            break;
         case 'h': usage_emit(stdout); return 0;
-        default: usage_emit(stderr); return 2;
+        default:
+            if (is_compile_option(c)) {
+                if (!parse_compile_option(c, optarg, &opt)) return 2;
+                break;
+            }
+            usage_emit(stderr);
+            return 2;
         }
     }
     if (optind != argc - 1) {
@@ -231,7 +231,7 @@ int cmd_emit(int argc, char **argv) {
                 fputc('\n', out);
             }
         kprog_print(out, lower_init(m, f64));
-    } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, optimize, cpu, &d);
+    } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, cpu, &d);
     else if (!lo.passes.print_after) print_summary(out, m);
     if (out != stdout && fclose(out) != 0) {
         fprintf(stderr, "nnc: error: writing %s failed: %s\n", output, strerror(errno));

@@ -19,6 +19,7 @@ void usage_eval(FILE *out) {
           "  --load CKPT      the checkpoint (written by 'nnc train --save')\n"
           "  --data PATH      the data's folder (IDX) or file (CSV) instead of the data statement's\n"
           "  --split NAME     test (default), train or val\n"
+          COMPILE_HELP
           "  -h, --help       show this help\n",
           out);
 }
@@ -122,14 +123,15 @@ static int command(int argc, char **argv, bool is_predict) {
         {"load", required_argument, NULL, 'L'},  {"data", required_argument, NULL, 'd'},
         {"split", required_argument, NULL, 's'}, {"first", required_argument, NULL, 'f'},
         {"count", required_argument, NULL, 'c'}, {"top", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,        {NULL, 0, NULL, 0},
     };
     void (*usage)(FILE *) = is_predict ? usage_predict : usage_eval;
     EvalOptions o = {.c = {.val = -1}, .split = "test", .count = 10, .top = 3};
     long long v;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    OptSettings optset = OPT_DEFAULTS;
+    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
         switch (c) {
         case 'L': o.c.load = optarg; break;
         case 'd': o.c.data = optarg; break;
@@ -144,7 +146,13 @@ static int command(int argc, char **argv, bool is_predict) {
         case 'c': if (!parse_int_option("--count", optarg, 1, &v)) return 2; o.count = v; break;
         case 't': if (!parse_int_option("--top", optarg, 1, &v)) return 2; o.top = v; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default:
+            if (!is_compile_option(c)) {
+                usage(stderr);
+                return 2;
+            }
+            if (!parse_compile_option(c, optarg, &optset)) return 2;
+            break;
         }
     }
     if (optind != argc - 1 || !o.c.load) {
@@ -156,7 +164,7 @@ static int command(int argc, char **argv, bool is_predict) {
     Arena arena = {0};
     Diag d;
     diag_init(&d, NULL, stderr);
-    Module *m = nnc_load_model(&arena, argv[optind], &d, &(LoadOptions){0});
+    Module *m = nnc_load_model(&arena, argv[optind], &d, &(LoadOptions){.passes.opt = &optset});
     int status = !m ? 1 : is_predict ? predict(m, &o) : trainer_evaluate(m, &o.c, o.split);
     arena_free_all(&arena);
     return status;

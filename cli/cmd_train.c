@@ -27,6 +27,7 @@ void usage_train(FILE *out) {
           "                   epoch with the best validation score\n"
           "  --load FILE      start from a checkpoint written by --save and go on training\n"
           "                   where it stopped (epochs count on from there)\n"
+          COMPILE_HELP
           "  -h, --help       show this help\n",
           out);
 }
@@ -38,7 +39,7 @@ int cmd_train(int argc, char **argv) {
         {"threads", required_argument, NULL, 't'}, {"data", required_argument, NULL, 'd'},
         {"limit", required_argument, NULL, 'n'},   {"val", required_argument, NULL, 'v'},
         {"save", required_argument, NULL, 'S'},    {"load", required_argument, NULL, 'L'},
-        {"patience", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {"patience", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     TrainConfig c = {.seed = 1, .val = -1};
@@ -46,7 +47,9 @@ int cmd_train(int argc, char **argv) {
     long long v;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    OptSettings optset = OPT_DEFAULTS;
+    lo.passes.opt = &optset;
+    while ((opt = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
         switch (opt) {
         case 'e': if (!parse_int_option("--epochs", optarg, 1, &v)) return 2; lo.overrides.epochs = v; break;
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; lo.overrides.batch = v; break;
@@ -60,7 +63,13 @@ int cmd_train(int argc, char **argv) {
         case 'S': c.save = optarg; break;
         case 'L': c.load = optarg; break;
         case 'h': usage_train(stdout); return 0;
-        default: usage_train(stderr); return 2;
+        default:
+            if (!is_compile_option(opt)) {
+                usage_train(stderr);
+                return 2;
+            }
+            if (!parse_compile_option(opt, optarg, &optset)) return 2;
+            break;
         }
     }
     if (optind != argc - 1) {

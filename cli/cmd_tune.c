@@ -50,6 +50,7 @@ void usage_tune(FILE *out) {
           "  --seed N                  seed of the draws and of each trial's training (default 1)\n"
           "  --limit N, --val N, --data PATH, --threads N   as for nnc train\n"
           "  --out FILE                where the best setting goes (default: MODEL.tune)\n"
+          COMPILE_HELP
           "  -h, --help                show this help\n",
           out);
 }
@@ -191,7 +192,7 @@ int cmd_tune(int argc, char **argv) {
         {"epochs", required_argument, NULL, 'e'}, {"seed", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},  {"val", required_argument, NULL, 'v'},
         {"data", required_argument, NULL, 'd'},   {"threads", required_argument, NULL, 't'},
-        {"out", required_argument, NULL, 'o'},    {"help", no_argument, NULL, 'h'},
+        {"out", required_argument, NULL, 'o'},    {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     TuneParam ps[MAX_PARAMS];
@@ -203,7 +204,9 @@ int cmd_tune(int argc, char **argv) {
     long long v;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    OptSettings optset = OPT_DEFAULTS;
+    lo.passes.opt = &optset;
+    while ((opt = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
         switch (opt) {
         case 'P':
             if (np == MAX_PARAMS) {
@@ -221,7 +224,13 @@ int cmd_tune(int argc, char **argv) {
         case 't': if (!parse_int_option("--threads", optarg, 1, &v)) return 2; c.threads = (int)v; break;
         case 'o': out = optarg; break;
         case 'h': usage_tune(stdout); return 0;
-        default: usage_tune(stderr); return 2;
+        default:
+            if (!is_compile_option(opt)) {
+                usage_tune(stderr);
+                return 2;
+            }
+            if (!parse_compile_option(opt, optarg, &optset)) return 2;
+            break;
         }
     }
     if (optind != argc - 1 || np == 0) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "passes/passes.h"
 
 static void usage(FILE *out) {
     fputs("usage: nnc FILE.nn -o MODEL.so | MODEL.o | MODEL.c [--weights CKPT] [--cpu CPU]\n"
@@ -50,6 +51,36 @@ static int help(const char *topic) {
         return 2;
     }
     return 0;
+}
+
+bool is_compile_option(int code) { return code == 'O' || code == OPTION_DISABLE_PASS; }
+
+bool parse_compile_option(int code, const char *arg, OptSettings *o) {
+    if (code == 'O') {
+        if (strlen(arg) != 1 || arg[0] < '0' || arg[0] > '3') {
+            fprintf(stderr, "nnc: error: -O takes a level from 0 to 3, not '%s'\n", arg);
+            return false;
+        }
+        o->level = arg[0] - '0';
+        return true;
+    }
+    /* a comma-separated list of transformation names */
+    for (const char *p = arg; *p;) {
+        size_t n = strcspn(p, ",");
+        bool known = false;
+        if (n == 3 && strncmp(p, "all", 3) == 0) o->disabled = (1u << XF_COUNT) - 1, known = true;
+        for (int t = 0; t < XF_COUNT && !known; t++)
+            if (strlen(transform_names[t]) == n && strncmp(p, transform_names[t], n) == 0)
+                o->disabled |= 1u << t, known = true;
+        if (!known) {
+            fprintf(stderr, "nnc: error: --disable-pass: unknown transformation '%.*s' (simplify, fuse, memplan, all)\n",
+                    (int)n, p);
+            return false;
+        }
+        p += n;
+        if (*p == ',') p++;
+    }
+    return true;
 }
 
 bool parse_int_option(const char *opt, const char *text, long long lo, long long *out) {

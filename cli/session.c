@@ -43,7 +43,7 @@ Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
         names[k] = arena_printf(m->arena, "%s_%s", m->name, s->prog[k]->name);
         llvm_emit_program(mod, s->prog[k], names[k]);
     }
-    if (!nnc_jit_add(s->jit, mod, &err)) {
+    if (!nnc_jit_add(s->jit, mod, m->opt.level, &err)) {
         diag_error(d, SPAN_NONE, "code generation failed: %s", err);
         LLVMDisposeMessage(err);
         session_destroy(s);

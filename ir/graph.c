@@ -212,6 +212,7 @@ Module *module_new(Arena *a, const Source *src) {
     m->src = src;
     m->name = "model";
     m->model = graph_new(a, "model");
+    m->opt = OPT_DEFAULTS;
     m->train_spec = (TrainSpec){
         .optimizer = OPT_SGD, .lr = 0.01, .momentum = 0.9, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
         .rho = 0.99, .schedule = SCHED_CONSTANT, .every = 1, .gamma = 0.1, .batch = 32, .epochs = 1,

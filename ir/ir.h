@@ -141,6 +141,26 @@ enum { TYPE_STR_MAX = 96 };
 
 /* ---- the module --------------------------------------------------------------- */
 
+/* The optional transformations: they change how fast the code runs, never
+ * what it computes (beyond float rounding). */
+typedef enum {
+    XF_SIMPLIFY, /* common subexpressions, dead code, constants, algebra (simplify.c) */
+    XF_FUSE,     /* elementwise chains inlined where they are read (fuse.c)          */
+    XF_MEMPLAN,  /* workspace regions shared by values not live at once (memplan.c)  */
+    XF_COUNT
+} Transform;
+
+/* How hard the compiler works on a module; set by the driver (-O,
+ * --disable-pass), read by the passes, the lowering and the backends. */
+typedef struct OptSettings {
+    int level;         /* LLVM's optimisation pipeline, 0..3 */
+    unsigned disabled; /* (1u << Transform) bits of transformations turned off */
+} OptSettings;
+
+#define OPT_DEFAULTS ((OptSettings){.level = 3})
+
+static inline bool opt_enabled(const OptSettings *o, Transform t) { return !(o->disabled & (1u << t)); }
+
 /* One tensor of the model state. */
 typedef struct StateSlot {
     const char *name;
@@ -217,6 +237,7 @@ typedef struct Module {
     StateSlot *slots;
     int nslots, slots_cap;
     int64_t state_size; /* elements */
+    OptSettings opt;
 } Module;
 
 Module *module_new(Arena *a, const Source *src);

@@ -128,7 +128,7 @@ static void group_assignments(const Graph *g, FusePlan *p) {
     if (last >= 0) p->last[last] = true;
 }
 
-FusePlan fuse_plan(const Graph *g, ProgKind kind) {
+FusePlan fuse_plan(const Graph *g, ProgKind kind, bool enabled) {
     FusePlan p = {.n = g->n};
     p.virt = xcalloc((size_t)g->n + 1, sizeof(bool));
     p.group = xcalloc((size_t)g->n + 1, sizeof(int));
@@ -165,7 +165,7 @@ FusePlan fuse_plan(const Graph *g, ProgKind kind) {
             cost[i] = op_cost(n->op);
             for (int k = 0; k < n->nin; k++)
                 if (p.virt[n->in[k]]) cost[i] += cost[n->in[k]];
-            if (!can_inline(n->op) || is_root(n, kind) || blocked[i] || uses[i].n == 0) continue;
+            if (!enabled || !can_inline(n->op) || is_root(n, kind) || blocked[i] || uses[i].n == 0) continue;
             int64_t reads = 0;
             bool ok = true;
             for (int u = 0; u < uses[i].n && ok; u++) {
@@ -175,7 +175,9 @@ FusePlan fuse_plan(const Graph *g, ProgKind kind) {
             }
             p.virt[i] = ok && (reads == 1 || (int64_t)cost[i] * reads <= RECOMPUTE_BUDGET);
         }
-        group_assignments(g, &p);
+        if (enabled) group_assignments(g, &p);
+        else
+            for (int i = 0; i < g->n; i++) p.group[i] = g->nodes[i].op == OP_ASSIGN ? i : -1, p.last[i] = true;
         /* An inlined value that reads an assigned param must be read before
          * that assignment, or by the assignment's own group. */
         for (int i = 0; i < g->n && !changed; i++) {

@@ -682,7 +682,7 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     KProgram *p = kprog_new(m->arena, names[kind], kind);
     p->real_f64 = real_f64;
     p->state_size = m->state_size;
-    LowerCtx c = {.m = m, .g = g, .p = p, .a = m->arena, .fp = fuse_plan(g, kind)};
+    LowerCtx c = {.m = m, .g = g, .p = p, .a = m->arena, .fp = fuse_plan(g, kind, opt_enabled(&m->opt, XF_FUSE))};
     c.buf = xmalloc(sizeof(int) * (size_t)(g->n + 1));
     c.scalar_local = xcalloc((size_t)g->n + 1, sizeof(int));
     c.scalar_kernel = xcalloc((size_t)g->n + 1, sizeof(int));

@@ -55,7 +55,8 @@ typedef struct FusePlan {
     int n;
 } FusePlan;
 
-FusePlan fuse_plan(const Graph *g, ProgKind kind);
+/* With `enabled` false, nothing is inlined and no assignments share a loop. */
+FusePlan fuse_plan(const Graph *g, ProgKind kind, bool enabled);
 void fuse_plan_free(FusePlan *p);
 
 /* ---- lower.c ----------------------------------------------------------------------- */
@@ -66,10 +67,15 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64);
 KProgram *lower_init(Module *m, bool real_f64);
 
 /* ---- pipeline.c -------------------------------------------------------------------- */
+/* The names of the optional transformations (Transform order), for
+ * --disable-pass. */
+extern const char *const transform_names[XF_COUNT];
+
 typedef struct PassOptions {
     const char *print_after; /* pass name, or "all"; NULL for none */
     FILE *print_to;          /* where --print-after writes (stdout by default) */
     bool verify_each;        /* verifier after every pass (always on in debug builds) */
+    const OptSettings *opt;  /* copied into the module; NULL for the defaults (O3, all on) */
 } PassOptions;
 
 /* Runs every pass on a module that the frontend built. */

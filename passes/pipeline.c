@@ -18,6 +18,8 @@ static const Pass pipeline[] = {
 
 enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
 
+const char *const transform_names[XF_COUNT] = {"simplify", "fuse", "memplan"};
+
 const char *const pass_names[] = {"shape", "derive", "autodiff", "optimizer", NULL};
 
 static bool verify_module(const Module *m, const char *after) {
@@ -40,6 +42,7 @@ bool run_pipeline(Module *m, Diag *d, const PassOptions *opts) {
     verify = true;
 #endif
     FILE *print_to = opts->print_to ? opts->print_to : stdout;
+    if (opts->opt) m->opt = *opts->opt;
     if (verify && !verify_module(m, "frontend")) return false;
     for (int i = 0; i < NPASSES; i++) {
         if (!pipeline[i].run(m, d) || d->nerrors) return false;

@@ -481,7 +481,7 @@ LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char 
     return fn;
 }
 
-bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err) {
+bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level, char **err) {
     if (LLVMVerifyModule(mod, LLVMReturnStatusAction, err)) return false;
     LLVMDisposeMessage(*err);
     *err = NULL;
@@ -492,10 +492,12 @@ bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err) {
     LLVMSetModuleDataLayout(mod, layout);
     LLVMDisposeTargetData(layout);
     LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-    LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
-    LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
-    LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
-    LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, opts);
+    LLVMPassBuilderOptionsSetLoopVectorization(opts, level >= 2);
+    LLVMPassBuilderOptionsSetSLPVectorization(opts, level >= 2);
+    LLVMPassBuilderOptionsSetLoopUnrolling(opts, level >= 2);
+    char pipeline[32];
+    snprintf(pipeline, sizeof pipeline, "default<O%d>", level < 0 ? 0 : level > 3 ? 3 : level);
+    LLVMErrorRef e = LLVMRunPasses(mod, pipeline, tm, opts);
     LLVMDisposePassBuilderOptions(opts);
     if (e) {
         char *m = LLVMGetErrorMessage(e);

@@ -87,8 +87,8 @@ NncJit *nnc_jit_create(char **err) {
 
 LLVMContextRef nnc_jit_context(NncJit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsctx); }
 
-bool nnc_jit_add(NncJit *j, LLVMModuleRef mod, char **err) {
-    if (!llvm_optimize(mod, j->tm, err)) {
+bool nnc_jit_add(NncJit *j, LLVMModuleRef mod, int level, char **err) {
+    if (!llvm_optimize(mod, j->tm, level, err)) {
         LLVMDisposeModule(mod);
         return false;
     }

@@ -33,9 +33,10 @@ bool llvm_emit_object(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pa
 /* Emits `prog` into `mod` as a function called `name`. */
 LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *prog, const char *name);
 
-/* Verifies `mod` and runs the default<O3> pipeline for `tm`. On failure
- * returns false with a message in *err (free with LLVMDisposeMessage). */
-bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err);
+/* Verifies `mod` and runs LLVM's default pipeline at `level` (0..3) for
+ * `tm`. On failure returns false with a message in *err (free with
+ * LLVMDisposeMessage). */
+bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level, char **err);
 
 /* ---- the JIT (jit.c) --------------------------------------------------------------- */
 typedef struct NncJit NncJit;
@@ -43,8 +44,9 @@ typedef struct NncJit NncJit;
 NncJit *nnc_jit_create(char **err);
 /* A fresh context to build a module in; the JIT takes both on nnc_jit_add. */
 LLVMContextRef nnc_jit_context(NncJit *jit);
-/* Optimises and compiles `mod` (built in nnc_jit_context) into the JIT. */
-bool nnc_jit_add(NncJit *jit, LLVMModuleRef mod, char **err);
+/* Optimises (at `level`) and compiles `mod` (built in nnc_jit_context)
+ * into the JIT. */
+bool nnc_jit_add(NncJit *jit, LLVMModuleRef mod, int level, char **err);
 void *nnc_jit_lookup(NncJit *jit, const char *name);
 void nnc_jit_destroy(NncJit *jit);
 
