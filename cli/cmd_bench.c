@@ -26,7 +26,7 @@ void usage_bench(FILE *out) {
           "\n"
           "  --batch N        training batch (default: the train statement's)\n"
           "  --big N          the large inference batch (default 1024)\n"
-          "  --threads N      threads (default: OpenBLAS's default)\n"
+          "  --threads N      threads (default: every core)\n"
           "  --repeat N       timed runs per figure; the median is reported (default 5)\n"
           "  --time S         seconds each timed run lasts at least (default 0.2)\n"
           "  --json           one JSON object instead of text\n"
