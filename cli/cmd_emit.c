@@ -99,6 +99,17 @@ static void print_summary(FILE *out, const Module *m) {
     }
 }
 
+/* After --emit-ir: the size of each function, and whether simplify made it
+ * (compare with --disable-pass=simplify). */
+static void print_node_counts(FILE *out, const Module *m) {
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    fprintf(out, "\n# nodes:");
+    const char *sep = "";
+    for (int k = 0; k < 4; k++)
+        if (graphs[k]) fprintf(out, "%s %s %d", sep, graphs[k]->name, graphs[k]->n), sep = ",";
+    fprintf(out, " (%s)\n", opt_enabled(&m->opt, XF_SIMPLIFY) ? "simplified" : "not simplified");
+}
+
 static int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
@@ -222,7 +233,10 @@ int cmd_emit(int argc, char **argv) {
     int status = 0;
     Module *m = nnc_load_model(&arena, argv[optind], &d, &lo);
     if (!m) status = 1;
-    else if (emit == EMIT_IR) module_print(out, m);
+    else if (emit == EMIT_IR) {
+        module_print(out, m);
+        print_node_counts(out, m);
+    }
     else if (emit == EMIT_KIR) {
         const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
         for (int k = 0; k < 4; k++)

@@ -6,6 +6,9 @@
  *   derive      model graph -> forward, eval and grad graphs (dead nodes gone)
  *   autodiff    grad graph += the gradient of the loss for every trainable param
  *   optimizer   train graph = grad graph + the parameter update; state layout
+ *   simplify    forward, eval, grad and train: constants folded, algebraic
+ *               identities, common subexpressions merged, dead code removed
+ *               (unless --disable-pass=simplify)
  *
  * and lower.c turns any of the resulting graphs into a KProgram (fusing
  * elementwise chains into the kernels that read them, fuse.c). Shape
@@ -44,6 +47,22 @@ bool pass_autodiff(Module *m, Diag *d);
 /* m->train = m->grad plus the update of m->train_spec's optimizer, then
  * lays out the model state (module_layout_state). */
 bool pass_optimizer(Module *m, Diag *d);
+
+/* ---- simplify.c ---------------------------------------------------------------------- */
+/* What simplifying did, summed over the sweeps of the graphs it was given. */
+typedef struct SimplifyStats {
+    int folded;    /* nodes that became constants                     */
+    int rewritten; /* nodes replaced by an algebraic identity         */
+    int merged;    /* nodes merged into an equal earlier node         */
+    int removed;   /* nodes nothing read, removed                     */
+} SimplifyStats;
+
+/* Simplifies one function in place; adds to *stats what it did (stats may
+ * be NULL). */
+void graph_simplify(Graph *g, SimplifyStats *stats);
+/* The pass: graph_simplify on forward, eval, grad and train_step, when
+ * XF_SIMPLIFY is enabled in m->opt. */
+bool pass_simplify(Module *m, Diag *d);
 
 /* ---- fuse.c --------------------------------------------------------------------------- */
 /* Which values of a function are computed inside the kernels that read
