@@ -82,7 +82,8 @@ static double time_calls(Session *s, FnKind k, void **args, int64_t batch, const
         session_run(s, k, args, batch);
         calls++;
     }
-    int64_t per_run = (int64_t)((double)calls * o->seconds / (now_seconds() - t0 + 1e-9)) * 4 + 1;
+    /* the calibration's rate times `seconds`: each timed run lasts about `seconds` */
+    int64_t per_run = (int64_t)((double)calls * o->seconds / (now_seconds() - t0 + 1e-9)) + 1;
     double *runs = xmalloc(sizeof(double) * (size_t)o->repeat);
     for (int64_t r = 0; r < o->repeat; r++) {
         double start = now_seconds();
