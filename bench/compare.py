@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """compare.py - nnc against PyTorch on the same models, batches and data.
 
-    python3 bench/compare.py [--quick] [--rounds N] [--time S] [--json]
+    python3 bench/compare.py [--quick] [--rounds N] [--time S] [--json [FILE]]
 
 Workloads: a training step of the seed MLP (bench/models/mnist_mlp.nn, SGD at
 batch 64), of the deep MLP (deep_mlp.nn, Adam at batch 128) and of LeNet-5
@@ -23,9 +23,10 @@ PyTorch with torch.set_num_threads x OPENBLAS_NUM_THREADS of 1x1, 2x1 and
 cores). A round measures every setting of every model once, nnc and PyTorch
 alternating, in an order that rotates from round to round, and the machine's
 sgemm rate (build/bench/sgemm_rate: 1024 x 1024 products through OpenBLAS) at
-1 and 2 threads. Each side's best setting is the one with the lowest median
-over the rounds; the ratio of the two best settings' speeds is taken round by
-round and given as min / median / max. The FLOPs of a call are those of its
+1 and 2 threads before each model's settings; the machine's rate is the
+median of those measurements' best products. Each side's best setting is
+the one with the lowest median over the rounds; the ratio of the two best
+settings' speeds is taken round by round and given as min / median / max. The FLOPs of a call are those of its
 matrix products (nnc bench's count, checked against one made from the
 PyTorch modules); divided by the time of a call and by the sgemm rate at
 as many threads as the setting uses, they give the fraction of the machine's
@@ -319,7 +320,7 @@ def setting_threads(side, setting):
 
 
 def measure(args, nnc, sgemm):
-    """All rounds: {"sgemm": [per round {threads: GFLOP/s}], "runs": {model:
+    """All rounds: {"sgemm": [before each model's runs {threads: GFLOP/s}], "runs": {model:
     {setting name: [per round {figure: seconds, figure_flops: FLOPs}]}}}."""
     settings = []  # nnc and PyTorch alternating
     for i in range(max(len(NNC_THREADS), len(TORCH_SETTINGS))):
@@ -333,8 +334,8 @@ def measure(args, nnc, sgemm):
     try:
         for r in range(args.rounds):
             t0 = time.time()
-            rates.append(run_sgemm(sgemm, args.sgemm_time))
             for model in MODELS:
+                rates.append(run_sgemm(sgemm, args.sgemm_time))
                 # rotate the order so that no setting always runs first or last
                 for side, setting in settings[r % len(settings):] + settings[:r % len(settings)]:
                     if side == "nnc":
@@ -394,7 +395,7 @@ def speed(row, side):
     return f"{row['batch'] / s:,.0f} samples/s"
 
 
-def markdown(summary, args):
+def markdown(summary, raw_rates, args):
     rate = summary["sgemm_gflops"]
     out = ["| workload | nnc | PyTorch 1.13 | nnc speed / PyTorch (min / median / max) | "
            "nnc, % of sgemm | PyTorch, % of sgemm |",
@@ -412,7 +413,7 @@ def markdown(summary, args):
     out.append("Threads: nnc --threads; PyTorch torch.set_num_threads x OPENBLAS_NUM_THREADS. "
                "Speed ratio above 1: nnc is faster.")
     out.append(f"{args.rounds} rounds of {args.time} s runs; sgemm 1024 x 1024 through OpenBLAS: "
-               f"{rate['1']:.1f} GFLOP/s on 1 thread, {rate['2']:.1f} on 2 (medians of the rounds' best).")
+               f"{rate['1']:.1f} GFLOP/s on 1 thread, {rate['2']:.1f} on 2 (median of {len(raw_rates)} measurements).")
     return "\n".join(out)
 
 
@@ -451,7 +452,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 rounds of 0.1 s runs (under two minutes)")
     ap.add_argument("--rounds", type=int, help="rounds of every measurement (default 7, --quick 3)")
     ap.add_argument("--time", type=float, help="seconds a timed run lasts (default 0.4, --quick 0.1)")
-    ap.add_argument("--json", action="store_true", help="one JSON object: the summary and every raw figure")
+    ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                    help="one JSON object, the summary and every raw figure: on stdout instead of the tables, "
+                         "or into FILE beside them")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="nnc's build directory (default build/)")
     ap.add_argument("--python", help="the Python that runs PyTorch (default: this one, else /usr/bin/python3)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
@@ -479,11 +482,15 @@ def main():
             print(f"compare.py: warning: {row['label']}: nnc counts {row['gemm_flops']} gemm FLOPs, the PyTorch "
                   f"modules {row['torch_gemm_flops']}: the two networks differ", file=sys.stderr)
     if args.json:
-        json.dump({"rounds": args.rounds, "time": args.time, "seconds": time.time() - start, **summary, "raw": raw},
-                  sys.stdout, indent=1)
-        print()
-    else:
-        print(markdown(summary, args))
+        doc = {"rounds": args.rounds, "time": args.time, "seconds": time.time() - start, **summary, "raw": raw}
+        text = json.dumps(doc, indent=1) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text)
+    if args.json != "-":
+        print(markdown(summary, raw["sgemm"], args))
         print()
         print("Median time of a call at each setting (the best of each side in bold):")
         print()
