@@ -395,7 +395,7 @@ def speed(row, side):
     return f"{row['batch'] / s:,.0f} samples/s"
 
 
-def markdown(summary, raw_rates, args):
+def markdown(summary, raw, args):
     rate = summary["sgemm_gflops"]
     out = ["| workload | nnc | PyTorch 1.13 | nnc speed / PyTorch (min / median / max) | "
            "nnc, % of sgemm | PyTorch, % of sgemm |",
@@ -413,7 +413,9 @@ def markdown(summary, raw_rates, args):
     out.append("Threads: nnc --threads; PyTorch torch.set_num_threads x OPENBLAS_NUM_THREADS. "
                "Speed ratio above 1: nnc is faster.")
     out.append(f"{args.rounds} rounds of {args.time} s runs; sgemm 1024 x 1024 through OpenBLAS: "
-               f"{rate['1']:.1f} GFLOP/s on 1 thread, {rate['2']:.1f} on 2 (median of {len(raw_rates)} measurements).")
+               f"{rate['1']:.1f} GFLOP/s on 1 thread, {rate['2']:.1f} on 2 "
+               f"(median of {len(raw['sgemm'])} measurements). Load average (1 minute) at the start and the end: "
+               f"{raw['load_average'][0]:.1f}, {raw['load_average'][1]:.1f} on {os.cpu_count()} cores.")
     return "\n".join(out)
 
 
@@ -474,8 +476,9 @@ def main():
             sys.exit(f"compare.py: no {exe}: build first (cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && "
                      "cmake --build build)")
     args.python = torch_python(args.python)
-    start = time.time()
+    start, load_before = time.time(), os.getloadavg()[0]
     raw, settings = measure(args, nnc, sgemm)
+    raw["load_average"] = [load_before, os.getloadavg()[0]]
     summary = summarise(raw, settings)
     for row in summary["rows"]:
         if row["gemm_flops"] != row["torch_gemm_flops"]:
@@ -490,7 +493,7 @@ def main():
             with open(args.json, "w") as f:
                 f.write(text)
     if args.json != "-":
-        print(markdown(summary, raw["sgemm"], args))
+        print(markdown(summary, raw, args))
         print()
         print("Median time of a call at each setting (the best of each side in bold):")
         print()
