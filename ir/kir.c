@@ -49,6 +49,42 @@ int kprog_root_buf(const KProgram *p, int buf) {
     return buf;
 }
 
+bool kx_eval_int(const Kx *x, int64_t batch, int64_t *value) {
+    int64_t a = 0, b = 0;
+    switch (x->op) {
+    case KX_INT: *value = x->i; return true;
+    case KX_BATCH: *value = batch; return true;
+    case KX_ADD: case KX_SUB: case KX_MUL: case KX_DIV: case KX_MOD: case KX_MIN: case KX_MAX:
+        if (x->type != KT_INT || !kx_eval_int(x->a, batch, &a) || !kx_eval_int(x->b, batch, &b)) return false;
+        if ((x->op == KX_DIV || x->op == KX_MOD) && b == 0) return false;
+        switch (x->op) {
+        case KX_ADD: *value = a + b; break;
+        case KX_SUB: *value = a - b; break;
+        case KX_MUL: *value = a * b; break;
+        case KX_DIV: *value = a / b; break;
+        case KX_MOD: *value = a % b; break;
+        case KX_MIN: *value = a < b ? a : b; break;
+        default: *value = a > b ? a : b; break;
+        }
+        return true;
+    default: return false;
+    }
+}
+
+double kprog_gemm_flops(const KProgram *p, int64_t batch) {
+    double flops = 0;
+    for (int i = 0; i < p->nkernels; i++) {
+        const KGemm *g = &p->kernels[i].gemm;
+        if (p->kernels[i].kind != KK_GEMM) continue;
+        int64_t m, n, k, count = 1;
+        if (!kx_eval_int(g->m, batch, &m) || !kx_eval_int(g->n, batch, &n) || !kx_eval_int(g->k, batch, &k) ||
+            (g->count && !kx_eval_int(g->count, batch, &count)))
+            return -1;
+        flops += 2.0 * (double)m * (double)n * (double)k * (double)count;
+    }
+    return flops;
+}
+
 static Kx *kx_new(Arena *a, KxOp op, KType type) {
     Kx *x = ARENA_NEW(a, Kx);
     x->op = op;

@@ -199,6 +199,15 @@ void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumula
 /* The storage buffer behind a view chain. */
 int kprog_root_buf(const KProgram *p, int buf);
 
+/* The value of an int expression of constants and N at batch `batch`
+ * (a gemm's extents, counts and strides); false if it reads anything else. */
+bool kx_eval_int(const Kx *x, int64_t batch, int64_t *value);
+/* Floating-point operations of the program's matrix products at `batch`:
+ * 2*m*n*k for each product (count of them for a batched gemm), the
+ * convention of BLAS benchmarks; loop kernels are not counted. -1 if an
+ * extent is not a function of the batch alone. */
+double kprog_gemm_flops(const KProgram *p, int64_t batch);
+
 void kprog_print(FILE *out, const KProgram *p);
 
 #endif
