@@ -170,7 +170,7 @@ int cmd_emit(int argc, char **argv) {
     LoadOptions lo = {.passes.opt = &opt};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "ho:" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "ho:" COMPILE_SHORTOPTS, longopts, "compile")) != -1) {
         switch (c) {
         case 'I': emit = EMIT_IR; break;
         case 'K': emit = EMIT_KIR; break;
@@ -205,7 +205,6 @@ int cmd_emit(int argc, char **argv) {
                 if (!parse_compile_option(c, optarg, &opt)) return 2;
                 break;
             }
-            usage_emit(stderr);
             return 2;
         }
     }

@@ -60,7 +60,7 @@ int cmd_train(int argc, char **argv) {
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
     lo.passes.opt = &optset;
-    while ((opt = getopt_long(argc, argv, "hq" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((opt = nnc_getopt(argc, argv, "hq" COMPILE_SHORTOPTS, longopts, "train")) != -1) {
         switch (opt) {
         case 'e': if (!parse_int_option("--epochs", optarg, 1, &v)) return 2; lo.overrides.epochs = v; break;
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; lo.overrides.batch = v; break;
@@ -79,7 +79,6 @@ int cmd_train(int argc, char **argv) {
         case 'h': usage_train(stdout); return 0;
         default:
             if (!is_compile_option(opt)) {
-                usage_train(stderr);
                 return 2;
             }
             if (!parse_compile_option(opt, optarg, &optset)) return 2;

@@ -206,7 +206,7 @@ int cmd_tune(int argc, char **argv) {
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
     lo.passes.opt = &optset;
-    while ((opt = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((opt = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, "tune")) != -1) {
         switch (opt) {
         case 'P':
             if (np == MAX_PARAMS) {
@@ -226,7 +226,6 @@ int cmd_tune(int argc, char **argv) {
         case 'h': usage_tune(stdout); return 0;
         default:
             if (!is_compile_option(opt)) {
-                usage_tune(stderr);
                 return 2;
             }
             if (!parse_compile_option(opt, optarg, &optset)) return 2;

@@ -6,6 +6,11 @@
 
 #include "cli/commands.h"
 #include "passes/passes.h"
+#include "support/util.h"
+
+#include <getopt.h>
+#include <llvm-c/Core.h>
+#include <unistd.h>
 
 static void usage(FILE *out) {
     fputs("usage: nnc FILE.nn -o MODEL.so | MODEL.o | MODEL.c [--weights CKPT] [--cpu CPU]\n"
@@ -16,6 +21,7 @@ static void usage(FILE *out) {
           "       nnc tune FILE.nn --param lr=1e-4..1e-1:log --param batch=32,64 [--trials N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
           "       nnc bench FILE.nn [--batch N] [--threads N] [--json]\n"
+          "       nnc FILE.nn --emit-dot [-o FILE.dot]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
           "\n"
@@ -33,24 +39,83 @@ static void usage(FILE *out) {
           "  check    compare every parameter's derived gradient with finite differences\n"
           "  help     show the options of a command\n"
           "\n"
-          "Run 'nnc help COMMAND' for a command's options.\n",
+          "Run 'nnc help COMMAND' for a command's options, 'man nnc' for all of them.\n",
           out);
 }
 
+/* The subcommands: what runs them and what `nnc help NAME` shows. */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    void (*usage)(FILE *out);
+} commands[] = {
+    {"train", cmd_train, usage_train}, {"eval", cmd_eval, usage_eval},    {"predict", cmd_predict, usage_predict},
+    {"tune", cmd_tune, usage_tune},    {"check", cmd_check, usage_check}, {"bench", cmd_bench, usage_bench},
+    {"compile", NULL, usage_emit},
+};
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+/* The command closest to a misspelt `name`, or NULL. */
+static const char *nearest_command(const char *name) {
+    const char *names[NCOMMANDS + 1];
+    for (int i = 0; i < NCOMMANDS; i++) names[i] = commands[i].name;
+    names[NCOMMANDS] = "help";
+    return closest_name(name, names, NCOMMANDS + 1);
+}
+
 static int help(const char *topic) {
-    if (!topic) usage(stdout);
-    else if (strcmp(topic, "train") == 0) usage_train(stdout);
-    else if (strcmp(topic, "check") == 0) usage_check(stdout);
-    else if (strcmp(topic, "eval") == 0) usage_eval(stdout);
-    else if (strcmp(topic, "predict") == 0) usage_predict(stdout);
-    else if (strcmp(topic, "tune") == 0) usage_tune(stdout);
-    else if (strcmp(topic, "bench") == 0) usage_bench(stdout);
-    else if (strcmp(topic, "compile") == 0 || strcmp(topic, "emit") == 0) usage_emit(stdout);
-    else {
-        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, tune, check, bench\n", topic);
-        return 2;
+    if (!topic) {
+        usage(stdout);
+        return 0;
     }
-    return 0;
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(topic, commands[i].name) == 0 || (commands[i].usage == usage_emit && strcmp(topic, "emit") == 0)) {
+            commands[i].usage(stdout);
+            return 0;
+        }
+    const char *near = nearest_command(topic);
+    fprintf(stderr, "nnc: error: no help for '%s'", topic);
+    if (near) fprintf(stderr, "; did you mean '%s'?\n", near);
+    else fprintf(stderr, "; commands are: compile, train, eval, predict, tune, check, bench\n");
+    return 2;
+}
+
+int nnc_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *command) {
+    opterr = 0; /* the messages are ours, with a suggestion */
+    int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+    if (c != '?') return c;
+    /* The element at fault: the one just passed, or for a letter inside a
+     * cluster ("-epochs" read as -e -p ...), the one getopt is still in. */
+    const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    if (optopt && optind < argc && argv[optind][0] == '-' && argv[optind][1] == optopt) arg = argv[optind];
+    char name[64];
+    snprintf(name, sizeof name, "%s", arg + strspn(arg, "-"));
+    name[strcspn(name, "=")] = '\0';
+    bool is_long = arg[0] == '-' && arg[1] == '-';
+    /* a known option without its value, or with one it does not take */
+    for (int i = 0; longopts[i].name; i++)
+        if (is_long && strcmp(longopts[i].name, name) == 0) {
+            fprintf(stderr, "nnc: error: option '--%s' %s\n", name,
+                    longopts[i].has_arg == no_argument ? "takes no value" : "needs a value");
+            goto hint;
+        }
+    if (optopt && strchr(shortopts, optopt) && optopt != ':') {
+        fprintf(stderr, "nnc: error: option '-%c' needs a value\n", optopt);
+        goto hint;
+    }
+    const char *names[64];
+    int n = 0;
+    for (int i = 0; longopts[i].name && n < 64; i++) names[n++] = longopts[i].name;
+    const char *near = closest_name(name, names, n);
+    if (is_long || (arg[0] == '-' && (!optopt || (near && strlen(arg) > 2))))
+        fprintf(stderr, "nnc: error: unknown option '%s'", arg);
+    else fprintf(stderr, "nnc: error: unknown option '-%c'", optopt ? optopt : '?');
+    /* a single dash before a long name ("-epochs") is a likely slip too */
+    if (near && (is_long || strlen(name) > 1)) fprintf(stderr, "; did you mean '--%s'?", near);
+    fputc('\n', stderr);
+hint:
+    fprintf(stderr, "Run 'nnc help %s' for the options.\n", command);
+    return '?';
 }
 
 bool is_compile_option(int code) { return code == 'O' || code == OPTION_DISABLE_PASS; }
@@ -112,16 +177,29 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) return help(NULL);
-    if (strcmp(cmd, "--version") == 0) {
-        printf("nnc %s\n", NNC_VERSION);
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        unsigned major, minor, patch;
+        LLVMGetVersion(&major, &minor, &patch);
+        printf("nnc %s (LLVM %u.%u.%u)\n", NNC_VERSION, major, minor, patch);
         return 0;
     }
-    if (strcmp(cmd, "help") == 0) return help(argc > 2 ? argv[2] : NULL);
-    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
-    if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
-    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
-    if (strcmp(cmd, "tune") == 0) return cmd_tune(argc - 1, argv + 1);
-    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "help") == 0) {
+        if (argc > 3) {
+            fprintf(stderr, "nnc: error: help takes one command name\n");
+            return 2;
+        }
+        return help(argc > 2 ? argv[2] : NULL);
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (commands[i].run && strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    /* Anything else is a file to compile, unless it looks like a misspelt
+     * command: a bare word that names no file. */
+    if (cmd[0] != '-' && !strpbrk(cmd, "./") && access(cmd, F_OK) != 0) {
+        const char *near = nearest_command(cmd);
+        fprintf(stderr, "nnc: error: unknown command '%s'", cmd);
+        if (near) fprintf(stderr, "; did you mean '%s'?\n", near);
+        else fprintf(stderr, " (and no file of that name); run 'nnc --help' for the commands\n");
+        return 2;
+    }
     return cmd_emit(argc, argv);
 }
