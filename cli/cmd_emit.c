@@ -69,7 +69,9 @@ static bool cpu_known(const char *cpu) {
     static const char *const cpus[] = {"native", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"};
     for (size_t i = 0; i < sizeof cpus / sizeof cpus[0]; i++)
         if (strcmp(cpu, cpus[i]) == 0) return true;
-    fprintf(stderr, "nnc: error: unknown --cpu '%s' (native, x86-64, x86-64-v2, x86-64-v3 or x86-64-v4)\n", cpu);
+    char hint[DID_YOU_MEAN_MAX];
+    fprintf(stderr, "nnc: error: unknown --cpu '%s'%s (native, x86-64, x86-64-v2, x86-64-v3 or x86-64-v4)\n", cpu,
+            did_you_mean(cpu, cpus, (int)(sizeof cpus / sizeof cpus[0]), hint, sizeof hint));
     return false;
 }
 
@@ -181,7 +183,11 @@ int cmd_emit(int argc, char **argv) {
             bool known = strcmp(pass, "all") == 0;
             for (int i = 0; pass_names[i]; i++) known |= strcmp(pass_names[i], pass) == 0;
             if (!known) {
-                fprintf(stderr, "nnc: error: unknown pass '%s' (passes:", pass);
+                int npasses = 0;
+                while (pass_names[npasses]) npasses++;
+                char hint[DID_YOU_MEAN_MAX];
+                fprintf(stderr, "nnc: error: unknown pass '%s'%s (passes:", pass,
+                        did_you_mean(pass, pass_names, npasses, hint, sizeof hint));
                 for (int i = 0; pass_names[i]; i++) fprintf(stderr, " %s", pass_names[i]);
                 fprintf(stderr, ", or all)\n");
                 return 2;

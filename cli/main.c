@@ -14,14 +14,13 @@
 
 static void usage(FILE *out) {
     fputs("usage: nnc FILE.nn -o MODEL.so | MODEL.o | MODEL.c [--weights CKPT] [--cpu CPU]\n"
-          "       nnc FILE.nn [--emit-ir | --emit-kir | --emit-llvm] [--print-after=PASS]\n"
+          "       nnc FILE.nn [--emit-ir | --emit-kir | --emit-llvm | --emit-dot] [--print-after=PASS]\n"
           "       nnc train FILE.nn [--epochs N] [--batch N] [--lr X] [--save CKPT] [--load CKPT] ...\n"
-          "       nnc eval FILE.nn --load CKPT [--split t10k|train]\n"
+          "       nnc eval FILE.nn --load CKPT [--split test|train|val]\n"
           "       nnc predict FILE.nn --load CKPT [--first I] [--count N]\n"
           "       nnc tune FILE.nn --param lr=1e-4..1e-1:log --param batch=32,64 [--trials N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
           "       nnc bench FILE.nn [--batch N] [--threads N] [--json]\n"
-          "       nnc FILE.nn --emit-dot [-o FILE.dot]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
           "\n"
@@ -29,9 +28,10 @@ static void usage(FILE *out) {
           "that trains and runs it.\n"
           "\n"
           "commands:\n"
-          "  (none)   compile FILE.nn: a shared library, object or C file with its header,\n"
-          "           or its IR, kernels or LLVM module\n"
-          "  train    JIT-compile and train on Fashion-MNIST (or MNIST-format data)\n"
+          "  compile  (or FILE.nn alone) a shared library, object or C file with its header,\n"
+          "           or its IR, kernels, LLVM module or a picture of its graphs\n"
+          "  train    JIT-compile and train on Fashion-MNIST (or MNIST-format data), with\n"
+          "           a progress bar, --plot curves.svg, --json for tools\n"
           "  eval     loss and accuracy of a checkpoint on a data set\n"
           "  predict  class probabilities of a checkpoint for examples of a data set\n"
           "  tune     random search over hyper-parameters, scored on validation data\n"
@@ -51,16 +51,18 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, usage_train}, {"eval", cmd_eval, usage_eval},    {"predict", cmd_predict, usage_predict},
     {"tune", cmd_tune, usage_tune},    {"check", cmd_check, usage_check}, {"bench", cmd_bench, usage_bench},
-    {"compile", NULL, usage_emit},
+    {"compile", cmd_emit, usage_emit}, /* also what a file name as the first argument does */
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
-/* The command closest to a misspelt `name`, or NULL. */
-static const char *nearest_command(const char *name) {
+/* The end of a message about a misspelt command: the nearest, or the list. */
+static const char *command_hint(const char *name, char *buf, size_t size) {
     const char *names[NCOMMANDS + 1];
     for (int i = 0; i < NCOMMANDS; i++) names[i] = commands[i].name;
     names[NCOMMANDS] = "help";
-    return closest_name(name, names, NCOMMANDS + 1);
+    if (!*did_you_mean(name, names, NCOMMANDS + 1, buf, size))
+        snprintf(buf, size, "; the commands are compile, train, eval, predict, tune, check, bench and help");
+    return buf;
 }
 
 static int help(const char *topic) {
@@ -73,10 +75,8 @@ static int help(const char *topic) {
             commands[i].usage(stdout);
             return 0;
         }
-    const char *near = nearest_command(topic);
-    fprintf(stderr, "nnc: error: no help for '%s'", topic);
-    if (near) fprintf(stderr, "; did you mean '%s'?\n", near);
-    else fprintf(stderr, "; commands are: compile, train, eval, predict, tune, check, bench\n");
+    char hint[DID_YOU_MEAN_MAX];
+    fprintf(stderr, "nnc: error: no help for '%s'%s\n", topic, command_hint(topic, hint, sizeof hint));
     return 2;
 }
 
@@ -107,12 +107,10 @@ int nnc_getopt(int argc, char **argv, const char *shortopts, const struct option
     int n = 0;
     for (int i = 0; longopts[i].name && n < 64; i++) names[n++] = longopts[i].name;
     const char *near = closest_name(name, names, n);
-    if (is_long || (arg[0] == '-' && (!optopt || (near && strlen(arg) > 2))))
-        fprintf(stderr, "nnc: error: unknown option '%s'", arg);
-    else fprintf(stderr, "nnc: error: unknown option '-%c'", optopt ? optopt : '?');
     /* a single dash before a long name ("-epochs") is a likely slip too */
-    if (near && (is_long || strlen(name) > 1)) fprintf(stderr, "; did you mean '--%s'?", near);
-    fputc('\n', stderr);
+    if (near && (is_long || strlen(name) > 1)) fprintf(stderr, "nnc: error: unknown option '%s'; did you mean '--%s'?\n", arg, near);
+    else if (is_long || !optopt) fprintf(stderr, "nnc: error: unknown option '%s'\n", arg);
+    else fprintf(stderr, "nnc: error: unknown option '-%c'\n", optopt);
 hint:
     fprintf(stderr, "Run 'nnc help %s' for the options.\n", command);
     return '?';
@@ -138,8 +136,10 @@ bool parse_compile_option(int code, const char *arg, OptSettings *o) {
             if (strlen(transform_names[t]) == n && strncmp(p, transform_names[t], n) == 0)
                 o->disabled |= 1u << t, known = true;
         if (!known) {
-            fprintf(stderr, "nnc: error: --disable-pass: unknown transformation '%.*s' (simplify, fuse, memplan, all)\n",
-                    (int)n, p);
+            char name[64], hint[DID_YOU_MEAN_MAX];
+            snprintf(name, sizeof name, "%.*s", (int)n, p);
+            fprintf(stderr, "nnc: error: --disable-pass: unknown transformation '%s'%s (simplify, fuse, memplan, all)\n",
+                    name, did_you_mean(name, transform_names, XF_COUNT, hint, sizeof hint));
             return false;
         }
         p += n;
@@ -191,14 +191,13 @@ int main(int argc, char **argv) {
         return help(argc > 2 ? argv[2] : NULL);
     }
     for (int i = 0; i < NCOMMANDS; i++)
-        if (commands[i].run && strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
     /* Anything else is a file to compile, unless it looks like a misspelt
      * command: a bare word that names no file. */
     if (cmd[0] != '-' && !strpbrk(cmd, "./") && access(cmd, F_OK) != 0) {
-        const char *near = nearest_command(cmd);
-        fprintf(stderr, "nnc: error: unknown command '%s'", cmd);
-        if (near) fprintf(stderr, "; did you mean '%s'?\n", near);
-        else fprintf(stderr, " (and no file of that name); run 'nnc --help' for the commands\n");
+        char hint[DID_YOU_MEAN_MAX];
+        fprintf(stderr, "nnc: error: unknown command '%s', and no file of that name%s\n", cmd,
+                command_hint(cmd, hint, sizeof hint));
         return 2;
     }
     return cmd_emit(argc, argv);
