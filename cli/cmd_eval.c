@@ -140,6 +140,10 @@ static int command(int argc, char **argv, bool is_predict) {
                 fprintf(stderr, "nnc: error: --split is test, train or val, not '%s'\n", optarg);
                 return 2;
             }
+            if (is_predict && strcmp(optarg, "val") == 0) {
+                fprintf(stderr, "nnc: error: predict takes --split test or train\n");
+                return 2;
+            }
             o.split = optarg;
             break;
         case 'f': if (!parse_int_option("--first", optarg, 0, &v)) return 2; o.first = v; break;

@@ -23,7 +23,8 @@ void progress_begin_epoch(Progress *p, int64_t epoch, int64_t last_epoch, int64_
     p->epoch = epoch;
     p->last_epoch = last_epoch;
     p->total = total;
-    p->t_start = p->t_drawn = now_seconds();
+    p->t_start = now_seconds();
+    p->t_drawn = p->t_start - REDRAW_SECONDS; /* the first step draws the bar at once */
 }
 
 static void clear_bar(Progress *p) {
