@@ -149,7 +149,22 @@ static void chart(StrBuf *sb, const SvgChart *c, double ox, double oy) {
         drawn += any;
     }
     if (drawn) {
-        double lw = 150, lh = 8 + 18.0 * drawn, lx = px + pw - lw - 8, ly = py + 8;
+        /* sized for its longest name, in the corner that hides fewest points */
+        size_t longest = 0;
+        for (int s = 0; s < c->nseries; s++)
+            if (strlen(c->series[s].name) > longest) longest = strlen(c->series[s].name);
+        double lw = 44 + 7.0 * (double)longest, lh = 8 + 18.0 * drawn, lx = 0, ly = 0;
+        int fewest = -1;
+        for (int corner = 0; corner < 4; corner++) {
+            double cx = corner & 1 ? px + 8 : px + pw - lw - 8, cy = corner & 2 ? py + ph - lh - 8 : py + 8;
+            int hidden = 0;
+            for (int s = 0; s < c->nseries; s++)
+                for (int i = 0; i < c->series[s].n; i++) {
+                    double x = SX(c->series[s].x[i]), y = SY(c->series[s].y[i]);
+                    hidden += x >= cx && x <= cx + lw && y >= cy && y <= cy + lh;
+                }
+            if (fewest < 0 || hidden < fewest) fewest = hidden, lx = cx, ly = cy;
+        }
         sb_printf(sb, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fff\" fill-opacity=\"0.85\" "
                       "stroke=\"#aaa\"/>\n", lx, ly, lw, lh);
         int row = 0;
