@@ -399,11 +399,12 @@ static int run(Loop *L, TrainResult *r) {
         for (int k = 0; k < L->nmetrics; k++) printf("  test %s %.4f", L->metric_names[k], L->metrics[k]);
         printf("  (%lld examples; trained in %.1f s)\n", (long long)test->n, r->seconds);
     }
-    if (c->plot && !write_curves(L, c->plot, &d)) return 1;
+    /* the checkpoint first: a bad --plot path must not cost the trained state */
     if (c->save) {
         if (!session_save(L->s, c->save, &d)) return 1;
         if (L->lines) printf("saved %s\n", c->save);
     }
+    if (c->plot && !write_curves(L, c->plot, &d)) return 1;
     return 0;
 }
 
