@@ -355,7 +355,7 @@ int cmd_bench(int argc, char **argv) {
     int c;
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
-    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, "bench")) != -1) {
         switch (c) {
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; o.batch = v; break;
         case 'B': if (!parse_int_option("--big", optarg, 1, &v)) return 2; o.big = v; break;
@@ -369,7 +369,6 @@ int cmd_bench(int argc, char **argv) {
         case 'h': usage_bench(stdout); return 0;
         default:
             if (!is_compile_option(c)) {
-                usage_bench(stderr);
                 return 2;
             }
             if (!parse_compile_option(c, optarg, &optset)) return 2;

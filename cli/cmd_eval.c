@@ -131,13 +131,17 @@ static int command(int argc, char **argv, bool is_predict) {
     int c;
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
-    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, is_predict ? "predict" : "eval")) != -1) {
         switch (c) {
         case 'L': o.c.load = optarg; break;
         case 'd': o.c.data = optarg; break;
         case 's':
             if (strcmp(optarg, "test") != 0 && strcmp(optarg, "train") != 0 && strcmp(optarg, "val") != 0) {
                 fprintf(stderr, "nnc: error: --split is test, train or val, not '%s'\n", optarg);
+                return 2;
+            }
+            if (is_predict && strcmp(optarg, "val") == 0) {
+                fprintf(stderr, "nnc: error: predict takes --split test or train\n");
                 return 2;
             }
             o.split = optarg;
@@ -148,7 +152,6 @@ static int command(int argc, char **argv, bool is_predict) {
         case 'h': usage(stdout); return 0;
         default:
             if (!is_compile_option(c)) {
-                usage(stderr);
                 return 2;
             }
             if (!parse_compile_option(c, optarg, &optset)) return 2;

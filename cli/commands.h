@@ -23,6 +23,13 @@ void usage_predict(FILE *out);
 void usage_tune(FILE *out);
 void usage_bench(FILE *out);
 
+/* getopt_long with nnc's messages: an unknown option gets the nearest
+ * known name ("did you mean '--epochs'?"), a missing value is named, and
+ * both end with a pointer to `nnc help COMMAND`. Returns '?' after
+ * reporting. */
+struct option;
+int nnc_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *command);
+
 /* Parses a number option; prints an error naming the option on failure. */
 bool parse_int_option(const char *opt, const char *text, long long lo, long long *out);
 bool parse_real_option(const char *opt, const char *text, double *out);

@@ -138,6 +138,8 @@ void data_free(Data *d);
 void data_batch(const Task *t, const RtDataset *ds, const int64_t *idx, int64_t count, float *x, void *y);
 
 /* ---- trainer.c: the training loop ----------------------------------------------------------- */
+#include "cli/progress.h"
+
 typedef struct TrainConfig {
     uint64_t seed;
     int threads;          /* 0: OpenBLAS's default */
@@ -145,7 +147,9 @@ typedef struct TrainConfig {
     int64_t limit, val;   /* see data_load */
     int64_t patience;     /* stop after this many epochs without a better validation score (0: never) */
     const char *save, *load;
-    bool quiet;           /* no per-epoch lines (hyper-parameter search) */
+    bool quiet;           /* no output at all (hyper-parameter search) */
+    ReportStyle report;   /* how epochs are reported unless quiet (progress.h) */
+    const char *plot;     /* write the loss and accuracy curves to this SVG file, or NULL */
     /* hyper-parameters set in the state after init, e.g. {"opt.lr", 0.01} */
     const char *hyper_names[8];
     double hyper_values[8];
@@ -160,8 +164,8 @@ typedef struct TrainResult {
     double seconds;
 } TrainResult;
 
-/* Trains m as its train statement (and c) say, reporting each epoch unless
- * quiet; keeps the state of the best validation epoch. 0, or 1 after
+/* Trains m as its train statement (and c) say, reporting each epoch as
+ * c->report asks; keeps the state of the best validation epoch. 0, or 1 after
  * reporting an error. */
 int trainer_run(Module *m, const TrainConfig *c, TrainResult *r);
 

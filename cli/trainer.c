@@ -8,6 +8,7 @@
  * with a patience, training stops when that many epochs bring nothing
  * better. Nothing here allocates inside the epoch loop. */
 #include "cli/driver.h"
+#include "cli/plot_svg.h"
 #include "runtime/augment.h"
 #include "runtime/checkpoint.h"
 #include "runtime/nnrt.h"
@@ -33,6 +34,13 @@ typedef struct Loop {
     int first_output, nmetrics;
     const char **metric_names;
     double *metrics; /* of the last evaluate() */
+    Progress progress;
+    bool lines; /* human-readable notes and epoch lines */
+    /* the curves for --plot: per step, and per epoch (NAN where unknown) */
+    double *step_x, *step_loss;
+    int64_t nsteps;
+    double *epoch_x, *epoch_loss, *epoch_train_acc, *epoch_val_loss, *epoch_val_acc;
+    int64_t nepochs;
 } Loop;
 
 typedef struct Scores {
@@ -150,7 +158,7 @@ static bool load_pretrained(Loop *L, const Pretrained *p, Diag *d) {
         diag_error(d, p->span, "%s", err);
         return false;
     }
-    if (!L->c->quiet) printf("loaded %d pretrained parameter tensor%s from %s\n", n, n == 1 ? "" : "s", path);
+    if (L->lines) printf("loaded %d pretrained parameter tensor%s from %s\n", n, n == 1 ? "" : "s", path);
     return true;
 }
 
@@ -163,6 +171,81 @@ static bool set_hypers(Loop *L, Diag *d) {
         }
         *v = (float)L->c->hyper_values[k];
     }
+    return true;
+}
+
+/* ---- the curves of --plot ---------------------------------------------------------------- */
+
+/* Training accuracy is measured in inference mode on at most this many
+ * training examples after each epoch: enough for a curve, a small part of
+ * an epoch's time. */
+enum { TRAIN_ACC_EXAMPLES = 5000 };
+/* Per-step losses beyond this many are averaged in runs of consecutive
+ * steps, so a long run still makes a small file. */
+enum { MAX_STEP_POINTS = 1000 };
+
+static void alloc_curves(Loop *L, int64_t steps, int64_t epochs) {
+    L->step_x = xmalloc(sizeof(double) * (size_t)(steps + 1));
+    L->step_loss = xmalloc(sizeof(double) * (size_t)(steps + 1));
+    double **per_epoch[] = {&L->epoch_x, &L->epoch_loss, &L->epoch_train_acc, &L->epoch_val_loss, &L->epoch_val_acc};
+    for (size_t k = 0; k < sizeof per_epoch / sizeof per_epoch[0]; k++)
+        *per_epoch[k] = xmalloc(sizeof(double) * (size_t)(epochs + 1));
+}
+
+static void free_curves(Loop *L) {
+    double *all[] = {L->step_x, L->step_loss, L->epoch_x, L->epoch_loss, L->epoch_train_acc, L->epoch_val_loss,
+                     L->epoch_val_acc};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) free(all[k]);
+}
+
+/* The epoch's training loss and, where the task has one, its accuracy on
+ * the first training examples. */
+static void record_epoch(Loop *L, int64_t epoch, double loss) {
+    int64_t k = L->nepochs++;
+    L->epoch_x[k] = (double)epoch + 1;
+    L->epoch_loss[k] = loss;
+    L->epoch_train_acc[k] = NAN;
+    if (has_accuracy(&L->task)) {
+        const RtDataset *train = &L->data.train;
+        RtDataset some = rt_dataset_slice(train, 0, train->n < TRAIN_ACC_EXAMPLES ? train->n : TRAIN_ACC_EXAMPLES);
+        L->epoch_train_acc[k] = evaluate(L, &some).accuracy;
+    }
+}
+
+static bool write_curves(Loop *L, const char *path, Diag *d) {
+    /* average runs of steps down to at most MAX_STEP_POINTS points */
+    int64_t run = (L->nsteps + MAX_STEP_POINTS - 1) / MAX_STEP_POINTS, n = 0;
+    if (run < 1) run = 1;
+    for (int64_t i = 0; i < L->nsteps; i += run) {
+        int64_t end = i + run < L->nsteps ? i + run : L->nsteps;
+        double sum = 0;
+        for (int64_t j = i; j < end; j++) sum += L->step_loss[j];
+        L->step_x[n] = L->step_x[end - 1];
+        L->step_loss[n++] = sum / (double)(end - i);
+    }
+    bool subset = L->data.train.n > TRAIN_ACC_EXAMPLES;
+    const SvgSeries loss[] = {
+        {run > 1 ? "train (per step, averaged)" : "train (per step)", L->step_x, L->step_loss, (int)n, "#6baed6",
+         .thin = true},
+        {"train (epoch mean)", L->epoch_x, L->epoch_loss, (int)L->nepochs, "#1f77b4", .markers = true},
+        {"validation", L->epoch_x, L->epoch_val_loss, (int)L->nepochs, "#ff7f0e", .markers = true},
+    };
+    const SvgSeries acc[] = {
+        {subset ? "train (first 5000)" : "train", L->epoch_x, L->epoch_train_acc, (int)L->nepochs, "#1f77b4",
+         .markers = true},
+        {"validation", L->epoch_x, L->epoch_val_acc, (int)L->nepochs, "#ff7f0e", .markers = true},
+    };
+    SvgChart charts[] = {
+        {"Loss", "epoch", "loss", loss, 3, false},
+        {"Accuracy", "epoch", "accuracy", acc, 2, true},
+    };
+    char title[256], err[1024];
+    snprintf(title, sizeof title, "%s: training curves", L->m->name);
+    if (!svg_write_charts(path, title, charts, has_accuracy(&L->task) ? 2 : 1, err, sizeof err)) {
+        diag_error(d, SPAN_NONE, "%s", err);
+        return false;
+    }
+    if (L->lines) printf("wrote %s\n", path);
     return true;
 }
 
@@ -183,7 +266,13 @@ static void train_epoch(Loop *L, const int64_t *perm, int64_t epoch, double *los
                        spec->shift, nnrt_mix64(L->c->seed ^ 0xA06u) + (uint64_t)epoch * 1000003u + (uint64_t)first,
                        L->scratch);
         void *args[] = {L->x, L->y};
-        total += session_run(L->s, FN_TRAIN, args, count) * (double)count;
+        double step_loss = session_run(L->s, FN_TRAIN, args, count);
+        total += step_loss * (double)count;
+        if (L->step_loss) {
+            L->step_x[L->nsteps] = (double)epoch + (double)(first + count) / (double)ds->n;
+            L->step_loss[L->nsteps++] = step_loss;
+        }
+        progress_step(&L->progress, first + count, total / (double)(first + count));
     }
     *loss = ds->n ? total / (double)ds->n : 0;
 }
@@ -198,6 +287,8 @@ static int run(Loop *L, TrainResult *r) {
         diag_error(&d, SPAN_NONE, "the model has no loss statement, so it cannot be trained");
         return 1;
     }
+    progress_init(&L->progress, c->quiet ? REPORT_FINAL : c->report);
+    L->lines = !c->quiet && progress_lines(&L->progress);
     if (!data_load(m, c->data, c->limit, c->val, &L->data, &L->task, &d)) return 1;
     if (m->data.augment && (!L->data.image_h || L->task.features % (L->data.image_h * L->data.image_w) != 0)) {
         diag_error(&d, m->data.span, "augmentation works on images; this data has none");
@@ -228,7 +319,7 @@ static int run(Loop *L, TrainResult *r) {
     int64_t first_epoch = step && steps_per_epoch ? (int64_t)*step / steps_per_epoch : 0;
     int64_t last_epoch = first_epoch + ts->epochs;
 
-    if (!c->quiet) {
+    if (L->lines) {
         int64_t nparams = 0, frozen = 0;
         for (int i = 0; i < m->nslots; i++) {
             if (m->slots[i].flags & (NF_OPT_STATE | NF_HYPER)) continue;
@@ -250,12 +341,15 @@ static int run(Loop *L, TrainResult *r) {
     int64_t *perm = xmalloc(sizeof(int64_t) * (size_t)(train->n + 1));
     double best_score = -INFINITY, t_start = now_seconds();
     r->best_epoch = -1;
+    if (c->plot) alloc_curves(L, steps_per_epoch * ts->epochs, ts->epochs);
     int64_t epoch;
     for (epoch = first_epoch; epoch < last_epoch; epoch++) {
         double t0 = now_seconds(), loss;
         nnrt_permutation(perm, train->n, nnrt_mix64(c->seed) + (uint64_t)epoch);
+        progress_begin_epoch(&L->progress, epoch + 1, last_epoch, train->n);
         train_epoch(L, perm, epoch, &loss);
         double seconds = now_seconds() - t0;
+        if (c->plot) record_epoch(L, epoch, loss);
         Scores v = {0, -1};
         if (val->n) v = evaluate(L, val);
         double score = v.accuracy >= 0 ? v.accuracy : -v.loss;
@@ -268,22 +362,24 @@ static int run(Loop *L, TrainResult *r) {
             r->val_score = score;
             memcpy(best, L->s->state, state_bytes);
         }
-        if (!c->quiet) {
-            printf("epoch %lld/%lld  loss %.4f", (long long)epoch + 1, (long long)last_epoch, loss);
-            if (val->n) print_scores(L, "val", v);
-            printf("  %.1f s  %.0f samples/s\n", seconds, (double)train->n / (seconds > 0 ? seconds : 1e-9));
-            fflush(stdout);
-        }
+        if (c->plot) L->epoch_val_loss[L->nepochs - 1] = val->n ? v.loss : NAN;
+        if (c->plot) L->epoch_val_acc[L->nepochs - 1] = v.accuracy >= 0 ? v.accuracy : NAN;
+        if (!c->quiet)
+            progress_epoch(&L->progress, &(EpochStats){
+                .epoch = epoch + 1, .last_epoch = last_epoch, .loss = loss, .has_val = val->n > 0,
+                .val_loss = v.loss, .val_accuracy = v.accuracy, .nmetrics = L->nmetrics,
+                .metric_names = L->metric_names, .metrics = L->metrics, .seconds = seconds,
+                .samples_per_second = (double)train->n / (seconds > 0 ? seconds : 1e-9)});
         if (c->patience > 0 && val->n && epoch + 1 - r->best_epoch >= c->patience) {
             epoch++;
-            if (!c->quiet) printf("stopping: no better validation score in %lld epochs\n", (long long)c->patience);
+            if (L->lines) printf("stopping: no better validation score in %lld epochs\n", (long long)c->patience);
             break;
         }
     }
     r->epochs = epoch - first_epoch;
     if (best && r->best_epoch > 0 && r->best_epoch != epoch) {
         memcpy(L->s->state, best, state_bytes);
-        if (!c->quiet) printf("kept the state of epoch %lld, the best on validation\n", (long long)r->best_epoch);
+        if (L->lines) printf("kept the state of epoch %lld, the best on validation\n", (long long)r->best_epoch);
     }
     free(best);
     free(perm);
@@ -293,17 +389,22 @@ static int run(Loop *L, TrainResult *r) {
     r->test_loss = t.loss;
     r->test_accuracy = t.accuracy;
     r->seconds = now_seconds() - t_start;
-    if (!c->quiet) {
+    if (!c->quiet && L->progress.style == REPORT_JSON)
+        progress_result_json(test == train ? "train" : "test", t.loss, t.accuracy, L->nmetrics, L->metric_names,
+                             L->metrics, test->n, r->epochs, r->best_epoch, r->seconds);
+    else if (!c->quiet) {
         printf("%s", test == train ? "(no test set: scores on the training set)\n" : "");
         printf("test loss %.4f", t.loss);
         if (t.accuracy >= 0) printf("  test acc %.4f", t.accuracy);
         for (int k = 0; k < L->nmetrics; k++) printf("  test %s %.4f", L->metric_names[k], L->metrics[k]);
         printf("  (%lld examples; trained in %.1f s)\n", (long long)test->n, r->seconds);
     }
+    /* the checkpoint first: a bad --plot path must not cost the trained state */
     if (c->save) {
         if (!session_save(L->s, c->save, &d)) return 1;
-        if (!c->quiet) printf("saved %s\n", c->save);
+        if (L->lines) printf("saved %s\n", c->save);
     }
+    if (c->plot && !write_curves(L, c->plot, &d)) return 1;
     return 0;
 }
 
@@ -314,6 +415,7 @@ int trainer_run(Module *m, const TrainConfig *c, TrainResult *r) {
     memset(r, 0, sizeof *r);
     int status = run(&L, r);
     free_buffers(&L);
+    free_curves(&L);
     session_destroy(L.s);
     data_free(&L.data);
     return status;

@@ -77,6 +77,11 @@ typedef struct FusePlan {
 /* With `enabled` false, nothing is inlined and no assignments share a loop. */
 FusePlan fuse_plan(const Graph *g, ProgKind kind, bool enabled);
 void fuse_plan_free(FusePlan *p);
+/* The node whose kernel computes each node (for pictures of the plan): the
+ * node itself when it has a kernel of its own, the first reader's kernel
+ * for an inlined value, the first member's for a grouped assignment, -1
+ * for what needs no code (inputs, params, constants, views). */
+void fuse_kernel_of(const Graph *g, const FusePlan *p, int *kernel);
 
 /* ---- lower.c ----------------------------------------------------------------------- */
 /* The Kernel IR of one function of the module; `g` is one of m->forward,
