@@ -162,7 +162,7 @@ suggest)
     expect "nnc: error: unknown option '--emit-lvm'; did you mean '--emit-llvm'?" "$nnc" x.nn --emit-lvm
     expect "nnc: error: option '--lr' needs a value" "$nnc" train x.nn --lr
     expect "nnc: error: option '--json' takes no value" "$nnc" train --json=yes x.nn
-    expect "nnc: error: unknown pass 'autodif'; did you mean 'autodiff'? (passes: shape derive autodiff optimizer, or all)" \
+    expect "nnc: error: unknown pass 'autodif'; did you mean 'autodiff'? (passes: shape derive autodiff optimizer simplify, or all)" \
         "$nnc" x.nn --print-after=autodif
     expect "nnc: error: --disable-pass: unknown transformation 'fusion'; did you mean 'fuse'? (simplify, fuse, memplan, all)" \
         "$nnc" x.nn --disable-pass=fusion
