@@ -30,6 +30,8 @@ void usage_bench(FILE *out) {
           "  --repeat N       timed runs per figure; the median is reported (default 5)\n"
           "  --time S         seconds each timed run lasts at least (default 0.2)\n"
           "  --json           one JSON object instead of text\n"
+          "  --profile        where a train step's time goes, kernel by kernel (a build\n"
+          "                   of the step that times its kernels; other figures are skipped)\n"
           COMPILE_HELP
           "  -h, --help       show this help\n",
           out);
@@ -39,7 +41,7 @@ typedef struct BenchOptions {
     int64_t batch, big, repeat;
     double seconds;
     int threads;
-    bool json;
+    bool json, profile;
 } BenchOptions;
 
 static int cmp_double(const void *a, const void *b) {
@@ -160,11 +162,70 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     return 0;
 }
 
+typedef struct KernelTime {
+    const Kernel *k;
+    double seconds;
+} KernelTime;
+
+static int slower_first(const void *a, const void *b) {
+    double x = ((const KernelTime *)a)->seconds, y = ((const KernelTime *)b)->seconds;
+    return x > y ? -1 : x < y;
+}
+
+/* The train step (or, for a model without one, the forward pass at batch
+ * 1) built to time its kernels: each kernel's share, the slowest first. */
+static int profile(Module *m, const BenchOptions *o) {
+    Diag d;
+    diag_init(&d, m->src, stderr);
+    FnKind fn = m->train ? FN_TRAIN : FN_FORWARD;
+    int64_t batch = fn == FN_FORWARD ? 1 : o->batch ? o->batch : m->train_spec.batch;
+    m->opt.profile = true;
+    nnrt_set_threads(o->threads);
+    Session *s = session_create(m, FN_BIT(fn) | FN_BIT(FN_INIT), false, &d);
+    if (!s) return 1;
+    if (!session_reserve(s, batch)) {
+        diag_error(&d, SPAN_NONE, "out of memory for the workspace");
+        session_destroy(s);
+        return 1;
+    }
+    session_init(s, 1);
+    const KProgram *p = s->prog[fn];
+    void **args = make_args(p, batch, 11, 2);
+    for (int i = 0; i < 3; i++) session_run(s, fn, args, batch);
+    nnrt_profile_reset(p->nkernels);
+    int64_t steps = 0;
+    double t0 = now_seconds();
+    while (now_seconds() - t0 < o->seconds * (double)o->repeat) {
+        session_run(s, fn, args, batch);
+        steps++;
+    }
+    double total = 0;
+    KernelTime *kt = xmalloc(sizeof(KernelTime) * ((size_t)p->nkernels + 1));
+    for (int k = 0; k < p->nkernels; k++) {
+        kt[k] = (KernelTime){&p->kernels[k], nnrt_profile_seconds()[k] / (double)steps};
+        total += kt[k].seconds;
+    }
+    qsort(kt, (size_t)p->nkernels, sizeof *kt, slower_first);
+    printf("%s: %s at batch %lld, %.1f us in %d kernels (timing adds about 0.05 us per kernel)\n", m->name,
+           p->name, (long long)batch, total * 1e6, p->nkernels);
+    printf("  %9s %6s  %-5s %s\n", "us", "share", "kind", "kernel");
+    for (int k = 0; k < p->nkernels; k++) {
+        const Kernel *kn = kt[k].k;
+        printf("  %9.2f %5.1f%%  %-5s %s\n", kt[k].seconds * 1e6, 100 * kt[k].seconds / (total + 1e-30),
+               kn->kind == KK_GEMM ? "gemm" : "loop", kn->name);
+    }
+    free(kt);
+    free_args(p, args);
+    session_destroy(s);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     static const struct option longopts[] = {
         {"batch", required_argument, NULL, 'b'},  {"big", required_argument, NULL, 'B'},
         {"threads", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
         {"time", required_argument, NULL, 's'},   {"json", no_argument, NULL, 'j'},
+        {"profile", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,         {NULL, 0, NULL, 0},
     };
     BenchOptions o = {.big = 1024, .repeat = 5, .seconds = 0.2};
@@ -180,6 +241,7 @@ int cmd_bench(int argc, char **argv) {
         case 'r': if (!parse_int_option("--repeat", optarg, 1, &v)) return 2; o.repeat = v; break;
         case 's': if (!parse_real_option("--time", optarg, &o.seconds)) return 2; break;
         case 'j': o.json = true; break;
+        case 'p': o.profile = true; break;
         case 'h': usage_bench(stdout); return 0;
         default:
             if (!is_compile_option(c)) {
@@ -201,7 +263,7 @@ int cmd_bench(int argc, char **argv) {
     double t0 = now_seconds();
     Module *m = nnc_load_model(&arena, argv[optind], &d, &(LoadOptions){.passes.opt = &optset});
     double parse = now_seconds() - t0;
-    int status = m ? bench(m, &o, parse) : 1;
+    int status = !m ? 1 : o.profile ? profile(m, &o) : bench(m, &o, parse);
     arena_free_all(&arena);
     return status;
 }

@@ -155,6 +155,7 @@ typedef enum {
 typedef struct OptSettings {
     int level;         /* LLVM's optimisation pipeline, 0..3 */
     unsigned disabled; /* (1u << Transform) bits of transformations turned off */
+    bool profile;      /* kernels report their time (nnc bench --profile) */
 } OptSettings;
 
 #define OPT_DEFAULTS ((OptSettings){.level = 3})

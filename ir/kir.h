@@ -165,6 +165,7 @@ typedef struct KProgram {
     const char *name; /* "forward", "train_step", ... */
     ProgKind kind;
     bool real_f64;
+    bool profile;      /* calls nnrt_profile_tick around its kernels */
     KBuf *bufs;
     int nbufs, bufs_cap;
     KArg *args;

@@ -67,6 +67,7 @@ KsBlock *lw_kernel(LowerCtx *c, int id) {
     c->top = &kprog_add_kernel(c->p, KK_LOOP, lw_name(c, id), id)->body;
     c->prologue = 0;
     c->kernels++;
+    c->flat = false;
     return c->top;
 }
 
@@ -231,10 +232,17 @@ static Kx *inlined_value(LowerCtx *c, int id, Kx **idx) {
 Kx *lw_load_at(LowerCtx *c, int id, Kx **idx) {
     const Node *n = lw_node(c, id);
     if (is_inline(c, id)) return inline_value(c, id);
-    if (!c->fp.virt[id]) return kx_load(c->p, c->buf[id], lw_index(c->a, &n->type, idx));
     int64_t c0, c1;
     type_numel(&n->type, &c0, &c1);
-    if (c0 != 1 || c1 != 0) return inlined_value(c, id, idx);
+    bool scalar = c0 == 1 && c1 == 0;
+    if (c->flat && !scalar) { /* idx[0] is the element index of every value read */
+        if (!c->fp.virt[id]) return kx_load(c->p, c->buf[id], idx[0]);
+        Kx *args[IR_MAX_INPUTS];
+        for (int k = 0; k < n->nin; k++) args[k] = lw_load_at(c, n->in[k], idx);
+        return scalar_rules[n->op](c->a, n, args);
+    }
+    if (!c->fp.virt[id]) return kx_load(c->p, c->buf[id], lw_index(c->a, &n->type, idx));
+    if (!scalar) return inlined_value(c, id, idx);
     /* A scalar: computed once, before the kernel's loops (fuse.c counts it
      * as read once per kernel). */
     if (c->scalar_kernel[id] != c->kernels) {
@@ -249,6 +257,7 @@ Kx *lw_load_at(LowerCtx *c, int id, Kx **idx) {
 }
 
 Kx *lw_load_broadcast(LowerCtx *c, int id, Kx **vars, int rank) {
+    if (c->flat) return lw_load_at(c, id, vars);
     const IrType *t = &lw_node(c, id)->type;
     Kx *aligned[IR_MAX_RANK];
     for (int i = 0; i < t->rank; i++) aligned[i] = t->dim[i] == 1 ? kx_int(c->a, 0) : vars[i + rank - t->rank];
@@ -257,23 +266,54 @@ Kx *lw_load_broadcast(LowerCtx *c, int id, Kx **vars, int rank) {
 
 Kx *lw_load_scalar(LowerCtx *c, int id) { return lw_load_at(c, id, NULL); }
 
+/* Whether value id, and every value it inlines, can be read at the element
+ * index of a result with `numel` elements: it has as many (so it does not
+ * broadcast), or is one scalar. */
+static bool reads_flat(LowerCtx *c, int id, NPoly numel) {
+    const Node *n = lw_node(c, id);
+    if (is_inline(c, id)) return true;
+    NPoly own = numel_poly(&n->type);
+    if (own.c0 == 1 && own.c1 == 0) return true;
+    if (own.c0 != numel.c0 || own.c1 != numel.c1) return false;
+    if (!c->fp.virt[id]) return true;
+    if (n->op == OP_ONEHOT) return false; /* reads its labels by row */
+    for (int k = 0; k < n->nin; k++)
+        if (!reads_flat(c, n->in[k], numel)) return false;
+    return true;
+}
+
+KsBlock *lw_elementwise_loops(LowerCtx *c, KsBlock *blk, const IrType *t, const int *reads, int nreads, Kx **vars,
+                              Kx **index) {
+    bool flat = true;
+    for (int k = 0; k < nreads && flat; k++) flat = reads_flat(c, reads[k], numel_poly(t));
+    if (!flat || t->rank <= 1) {
+        KsBlock *body = lw_loop_nest(c, blk, t, t->rank, vars, true);
+        *index = lw_index(c->a, t, vars);
+        return body;
+    }
+    c->flat = true;
+    KsBlock *body = lw_loops(c, blk, (Kx *[]){lw_numel(c->a, t)}, 1, vars, true);
+    *index = vars[0];
+    return body;
+}
+
 /* dst[...] = src, element by element, for a value of src's shape. */
 static void copy_kernel(LowerCtx *c, int id, int dst_buf, int src) {
     const IrType *t = &lw_node(c, src)->type;
-    Kx *vars[IR_MAX_RANK];
-    KsBlock *body = lw_loop_nest(c, lw_kernel(c, id), t, t->rank, vars, true);
-    ks_store(c->a, body, dst_buf, lw_index(c->a, t, vars), lw_load_at(c, src, vars), false);
+    Kx *vars[IR_MAX_RANK], *index;
+    KsBlock *body = lw_elementwise_loops(c, lw_kernel(c, id), t, &src, 1, vars, &index);
+    ks_store(c->a, body, dst_buf, index, lw_load_at(c, src, vars), false);
 }
 
-/* An elementwise op: one loop nest over the result, the scalar rule inside. */
+/* An elementwise op: one loop (nest) over the result, the scalar rule inside. */
 static void lower_ew(LowerCtx *c, int id) {
     const Node *n = lw_node(c, id);
-    Kx *vars[IR_MAX_RANK];
-    KsBlock *body = lw_loop_nest(c, lw_kernel(c, id), &n->type, n->type.rank, vars, true);
+    Kx *vars[IR_MAX_RANK], *index;
+    KsBlock *body = lw_elementwise_loops(c, lw_kernel(c, id), &n->type, n->in, n->nin, vars, &index);
     Kx *args[IR_MAX_INPUTS];
     for (int k = 0; k < n->nin; k++) args[k] = lw_load_broadcast(c, n->in[k], vars, n->type.rank);
     Kx *value = scalar_rules[n->op](c->a, n, args);
-    ks_store(c->a, body, c->buf[id], lw_index(c->a, &n->type, vars), value, false);
+    ks_store(c->a, body, c->buf[id], index, value, false);
 }
 
 /* ---- workspace regions -------------------------------------------------------------------- */
@@ -603,8 +643,12 @@ static void lower_assign(LowerCtx *c, int id) {
     Arena *a = c->a;
     int group = c->fp.group[id];
     const IrType *t = &lw_node(c, id)->type;
-    Kx *vars[IR_MAX_RANK];
-    KsBlock *body = lw_loop_nest(c, lw_kernel(c, group), t, t->rank, vars, true);
+    int *values = xmalloc(sizeof(int) * (size_t)(id - group + 1)), nvalues = 0;
+    for (int i = group; i <= id; i++)
+        if (c->fp.group[i] == group) values[nvalues++] = lw_node(c, i)->in[1];
+    Kx *vars[IR_MAX_RANK], *index;
+    KsBlock *body = lw_elementwise_loops(c, lw_kernel(c, group), t, values, nvalues, vars, &index);
+    free(values);
     c->p->kernels[c->p->nkernels - 1].name = arena_printf(a, "%s.update", lw_node(c, lw_node(c, id)->in[0])->name);
     int *locals = xmalloc(sizeof(int) * (size_t)(id - group + 1)), count = 0;
     for (int i = group; i <= id; i++)
@@ -616,7 +660,7 @@ static void lower_assign(LowerCtx *c, int id) {
     count = 0;
     for (int i = group; i <= id; i++)
         if (c->fp.group[i] == group)
-            ks_store(a, body, c->buf[lw_node(c, i)->in[0]], lw_index(a, t, vars), kx_local(a, locals[count++]), false);
+            ks_store(a, body, c->buf[lw_node(c, i)->in[0]], index, kx_local(a, locals[count++]), false);
     free(locals);
 }
 
@@ -680,6 +724,7 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     static const char *const names[] = {"forward", "eval", "grad", "train_step", "init"};
     KProgram *p = kprog_new(m->arena, names[kind], kind);
     p->real_f64 = real_f64;
+    p->profile = m->opt.profile;
     p->state_size = m->state_size;
     LowerCtx c = {.m = m, .g = g, .p = p, .a = m->arena, .fp = fuse_plan(g, kind, opt_enabled(&m->opt, XF_FUSE))};
     c.buf = xmalloc(sizeof(int) * (size_t)(g->n + 1));

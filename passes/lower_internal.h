@@ -19,6 +19,9 @@ typedef struct LowerCtx {
      * each (valid while scalar_kernel[id] == kernels). */
     KsBlock *top;
     int prologue, kernels;
+    /* The kernel is one flat loop over elements (lw_elementwise_loops):
+     * every value it reads is loaded at the loop's index. */
+    bool flat;
     int *scalar_local, *scalar_kernel;
 } LowerCtx;
 
@@ -44,6 +47,14 @@ Kx *lw_load_scalar(LowerCtx *c, int id);
 KsBlock *lw_loop_nest(LowerCtx *c, KsBlock *blk, const IrType *t, int naxes, Kx **vars, bool parallel);
 /* The same for explicit extents. */
 KsBlock *lw_loops(LowerCtx *c, KsBlock *blk, Kx *const *extents, int n, Kx **vars, bool parallel);
+/* Loops over the elements of a result of type t, inside blk, for a kernel
+ * that reads the values `reads` (and whatever they inline) elementwise or
+ * by broadcasting: one flat loop when no read broadcasts, so that it
+ * vectorises whatever the shape, else one loop per axis. Fills vars (one
+ * per axis; for a flat loop vars[0] is the element index) and *index, the
+ * result's element index; returns the innermost body. */
+KsBlock *lw_elementwise_loops(LowerCtx *c, KsBlock *blk, const IrType *t, const int *reads, int nreads, Kx **vars,
+                              Kx **index);
 /* A new loop kernel for node id; its top-level block. */
 KsBlock *lw_kernel(LowerCtx *c, int id);
 /* A readable name for node id: its .nn variable and op. */

@@ -308,9 +308,8 @@ void lower_dropout(LowerCtx *c, int id) {
     Arena *a = c->a;
     const Node *n = lw_node(c, id);
     double rate = n->attr[0];
-    Kx *vars[IR_MAX_RANK];
-    KsBlock *body = lw_loop_nest(c, lw_kernel(c, id), &n->type, n->type.rank, vars, true);
-    Kx *i = lw_index(a, &n->type, vars);
+    Kx *vars[IR_MAX_RANK], *i;
+    KsBlock *body = lw_elementwise_loops(c, lw_kernel(c, id), &n->type, n->in, 1, vars, &i);
     Kx *keep = kx_cmp(a, KX_GE, kx_rand(a, dropout_key(c, n), i), R(rate));
     Kx *scaled = BIN(MUL, lw_load_at(c, n->in[0], vars), R(1 / (1 - rate)));
     ks_store(a, body, c->buf[id], i, kx_select(a, keep, scaled, R(0)), false);

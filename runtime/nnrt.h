@@ -25,6 +25,14 @@ void nnrt_dgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_
                         const double *a, int64_t lda, int64_t sa, const double *b, int64_t ldb, int64_t sb,
                         double beta, double *c, int64_t ldc, int64_t sc);
 
+/* Kernel timing (runtime/profile.c): programs built with profiling call
+ * nnrt_profile_tick(k) before kernel k and nnrt_profile_tick(-1) at the
+ * end; nnrt_profile_seconds()[k] adds up kernel k's time since
+ * nnrt_profile_reset(kernels). */
+void nnrt_profile_reset(int64_t kernels);
+void nnrt_profile_tick(int64_t kernel);
+const double *nnrt_profile_seconds(void);
+
 /* Threads OpenBLAS may use (0: its default). */
 void nnrt_set_threads(int n);
 

@@ -410,6 +410,13 @@ static void emit_gemm(Cg *c, const KGemm *g) {
     LLVMBuildCall2(c->b, fty, fn, args, n, "");
 }
 
+static void profile_tick(Cg *c, int kernel) {
+    LLVMTypeRef fty;
+    LLVMValueRef fn = runtime_fn(c, "nnrt_profile_tick", &c->i64, 1, &fty);
+    LLVMValueRef arg = LLVMConstInt(c->i64, (unsigned long long)(long long)kernel, true);
+    LLVMBuildCall2(c->b, fty, fn, &arg, 1, "");
+}
+
 LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char *name) {
     Cg c = {.ctx = LLVMGetModuleContext(mod), .mod = mod, .p = p};
     c.b = LLVMCreateBuilderInContext(c.ctx);
@@ -451,6 +458,7 @@ LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char 
 
     for (int k = 0; k < p->nkernels; k++) {
         const Kernel *kn = &p->kernels[k];
+        if (p->profile) profile_tick(&c, k);
         if (kn->kind == KK_GEMM) {
             emit_gemm(&c, &kn->gemm);
             continue;
@@ -463,6 +471,7 @@ LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char 
         LLVMBuildCall2(c.b, LLVMGlobalGetValueType(kfns[k]), kfns[k], cargs, (unsigned)n + 2, "");
         free(cargs);
     }
+    if (p->profile) profile_tick(&c, -1);
     if (p->result_buf >= 0) {
         LLVMValueRef v = LLVMBuildLoad2(c.b, c.real, c.bufptr[kprog_root_buf(p, p->result_buf)], "loss");
         LLVMBuildRet(c.b, v);

@@ -37,6 +37,7 @@ static const struct {
     {"nnrt_dgemm", (void (*)(void))nnrt_dgemm},
     {"nnrt_sgemm_batched", (void (*)(void))nnrt_sgemm_batched},
     {"nnrt_dgemm_batched", (void (*)(void))nnrt_dgemm_batched},
+    {"nnrt_profile_tick", (void (*)(void))nnrt_profile_tick},
 };
 
 static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit) {
