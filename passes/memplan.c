@@ -312,12 +312,34 @@ static bool clear_of(NPoly offset, NPoly size, const Region *q) {
     return npoly_le(npoly_add(offset, size), q->offset) || npoly_le(region_end(q), offset);
 }
 
-/* The batch size whose sizes order the regions and compare the places a
- * region could take (a field, as qsort takes no context). */
+/* The orders first fit places regions in. Largest first is the classic
+ * rule, but a small region that lives long placed late may find no gap and
+ * land above everything: above activations (lines in N) and weight
+ * gradients (constants) at once, which costs the sum of the two peaks.
+ * Placing the long-lived ones first, or the ones that take most memory
+ * over time, avoids that; which order is best depends on the program. */
+typedef enum { ORDER_SIZE, ORDER_LIFETIME, ORDER_AREA, ORDER_SLOPE, ORDER_BIRTH, ORDER_COUNT } Order;
+
+/* The order and the batch size whose sizes it compares (fields, as qsort
+ * takes no context). */
+static Order sort_order;
 static int64_t sort_batch;
 
-static int by_size_then_start(const void *pa, const void *pb) {
+static int64_t order_key(const Region *r) {
+    int64_t size = npoly_eval(r->size, sort_batch), life = r->last - r->first + 1;
+    switch (sort_order) {
+    case ORDER_LIFETIME: return life;
+    case ORDER_AREA: return size * life;
+    case ORDER_SLOPE: return r->size.c1;
+    case ORDER_BIRTH: return -r->first;
+    default: return size;
+    }
+}
+
+static int by_order(const void *pa, const void *pb) {
     const Region *a = pa, *b = pb;
+    int64_t ka = order_key(a), kb = order_key(b);
+    if (ka != kb) return ka > kb ? -1 : 1;
     int64_t sa = npoly_eval(a->size, sort_batch), sb = npoly_eval(b->size, sort_batch);
     if (sa != sb) return sa > sb ? -1 : 1;
     if (a->first != b->first) return a->first < b->first ? -1 : 1;
@@ -330,15 +352,16 @@ static bool lower_at(NPoly a, NPoly b, int64_t ref) {
     return ar < br || (ar == br && npoly_eval(a, 1) < npoly_eval(b, 1));
 }
 
-/* First fit, largest first (sizes at batch `ref`): each region goes at the
+/* First fit in `order` (sizes at batch `ref`): each region goes at the
  * lowest offset (at `ref`) that clears, for every N, the regions live at
  * the same time and already placed. The offsets tried are 0, the end of
  * each of these regions, and a line above all of their ends (which always
  * clears: the ends of regions that are not live together need not be
  * ordered, so no one of them may be above the others for every N). */
-static void pack(Region *r, int n, int64_t ref) {
+static void pack(Region *r, int n, Order order, int64_t ref) {
+    sort_order = order;
     sort_batch = ref;
-    qsort(r, (size_t)n, sizeof *r, by_size_then_start);
+    qsort(r, (size_t)n, sizeof *r, by_order);
     Region **live = xmalloc(sizeof(Region *) * ((size_t)n + 1));
     for (int i = 0; i < n; i++) {
         int nlive = 0;
@@ -399,17 +422,18 @@ void pass_memplan(KProgram *p, int64_t train_batch) {
             regions[n++] = (Region){.buf = b, .size = size, .first = bf->live_first, .last = bf->live_last};
     }
 
-    /* First fit depends on the batch size it compares sizes at; pack for
-     * each judged size and keep the plan whose worst ratio to the lower
-     * bound, over all of them, is the smallest. */
+    /* First fit depends on its order and on the batch size it compares
+     * sizes at; pack in each order at each judged size and keep the plan
+     * whose worst ratio to the lower bound, over all of them, is the
+     * smallest. */
     int64_t batches[NJUDGED], bounds[NJUDGED];
     judged_batches(train_batch, batches);
     for (int i = 0; i < NJUDGED; i++) bounds[i] = kprog_workspace_lower_bound(p, batches[i]);
     Region *best = xmalloc(sizeof(Region) * ((size_t)n + 1));
     NPoly *terms = xmalloc(sizeof(NPoly) * ((size_t)n + 1));
     double best_ratio = 0;
-    for (int ref = 0; ref < NJUDGED; ref++) {
-        pack(regions, n, batches[ref]);
+    for (int trial = 0; trial < ORDER_COUNT * NJUDGED; trial++) {
+        pack(regions, n, (Order)(trial / NJUDGED), batches[trial % NJUDGED]);
         int nterms = workspace_terms(regions, n, terms);
         double ratio = 1;
         for (int i = 0; i < NJUDGED; i++)
@@ -417,7 +441,7 @@ void pass_memplan(KProgram *p, int64_t train_batch) {
                 double r = (double)envelope_at(terms, nterms, batches[i]) / (double)bounds[i];
                 if (r > ratio) ratio = r;
             }
-        if (ref == 0 || ratio < best_ratio) {
+        if (trial == 0 || ratio < best_ratio) {
             best_ratio = ratio;
             memcpy(best, regions, sizeof(Region) * (size_t)n);
         }
