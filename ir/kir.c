@@ -228,6 +228,25 @@ void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumula
     s->accumulate = accumulate;
 }
 
+void kx_visit_accesses(const Kx *x, KAccessFn fn, void *ctx) {
+    if (!x) return;
+    if (x->op == KX_LOAD) fn(ctx, (int)x->i, x->a, false);
+    kx_visit_accesses(x->a, fn, ctx);
+    kx_visit_accesses(x->b, fn, ctx);
+    kx_visit_accesses(x->c, fn, ctx);
+}
+
+void ks_visit_accesses(const KsBlock *blk, KAccessFn fn, void *ctx) {
+    for (int i = 0; i < blk->n; i++) {
+        const Ks *s = blk->items[i];
+        kx_visit_accesses(s->extent, fn, ctx);
+        kx_visit_accesses(s->value, fn, ctx);
+        kx_visit_accesses(s->index, fn, ctx);
+        if (s->kind == KS_STORE) fn(ctx, s->buf, s->index, true);
+        if (s->kind == KS_FOR) ks_visit_accesses(&s->body, fn, ctx);
+    }
+}
+
 int64_t kprog_workspace_lower_bound(const KProgram *p, int64_t batch) {
     /* live[t]: the footprint of the regions in use at step t, the steps
      * being the kernels and the return after them */

@@ -226,6 +226,12 @@ int64_t kprog_workspace_size(const KProgram *p, int64_t batch);
  * every N >= 1, and sorts the rest by growing c1; returns how many remain. */
 int npoly_envelope(NPoly *terms, int n);
 
+/* Calls fn for every buffer access in x (loads) or blk (loads and stores),
+ * with the buffer, its index expression and whether it is a store. */
+typedef void (*KAccessFn)(void *ctx, int buf, const Kx *index, bool store);
+void kx_visit_accesses(const Kx *x, KAccessFn fn, void *ctx);
+void ks_visit_accesses(const KsBlock *blk, KAccessFn fn, void *ctx);
+
 /* The storage buffer behind a view chain. */
 int kprog_root_buf(const KProgram *p, int buf);
 

@@ -42,31 +42,24 @@ static void use_storage(KProgram *p, int buf, int kernel) {
     if (kernel > b->live_last) b->live_last = kernel;
 }
 
-static void use_loads(KProgram *p, const Kx *x, int kernel) {
-    if (!x) return;
-    if (x->op == KX_LOAD) use_storage(p, (int)x->i, kernel);
-    use_loads(p, x->a, kernel);
-    use_loads(p, x->b, kernel);
-    use_loads(p, x->c, kernel);
-}
+typedef struct Use {
+    KProgram *p;
+    int kernel;
+} Use;
 
-static void use_block(KProgram *p, const KsBlock *blk, int kernel) {
-    for (int i = 0; i < blk->n; i++) {
-        const Ks *s = blk->items[i];
-        use_loads(p, s->extent, kernel);
-        use_loads(p, s->value, kernel);
-        use_loads(p, s->index, kernel);
-        if (s->kind == KS_STORE) use_storage(p, s->buf, kernel);
-        if (s->kind == KS_FOR) use_block(p, &s->body, kernel);
-    }
+static void use_access(void *ctx, int buf, const Kx *index, bool store) {
+    (void)index, (void)store;
+    Use *u = ctx;
+    use_storage(u->p, buf, u->kernel);
 }
 
 void memplan_liveness(KProgram *p) {
     for (int i = 0; i < p->nbufs; i++) p->bufs[i].live_first = p->bufs[i].live_last = -1;
     for (int k = 0; k < p->nkernels; k++) {
         const Kernel *kn = &p->kernels[k];
+        Use u = {p, k};
         if (kn->kind == KK_LOOP) {
-            use_block(p, &kn->body, k);
+            ks_visit_accesses(&kn->body, use_access, &u);
         } else {
             const KGemm *g = &kn->gemm;
             use_storage(p, g->a, k);
@@ -74,7 +67,7 @@ void memplan_liveness(KProgram *p) {
             use_storage(p, g->c, k);
             const Kx *sizes[] = {g->m, g->n, g->k, g->lda, g->ldb, g->ldc, g->count, g->stride_a, g->stride_b,
                                  g->stride_c};
-            for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) use_loads(p, sizes[i], k);
+            for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) kx_visit_accesses(sizes[i], use_access, &u);
         }
     }
     /* The program function reads its result after the last kernel. */
@@ -201,32 +194,19 @@ static bool perfect_nest(const Kernel *kn, Nest *nest) {
 /* How buffer `root` is read by an expression: `reads` counts its loads,
  * `matching` those at index `at`. */
 typedef struct Reads {
+    const KProgram *p;
     int root;
     const Affine *at;
     const Nest *nest;
     int reads, matching;
 } Reads;
 
-static void count_reads(const KProgram *p, const Kx *x, Reads *r) {
-    if (!x) return;
-    if (x->op == KX_LOAD && kprog_root_buf(p, (int)x->i) == r->root) {
-        Affine index;
-        r->reads++;
-        if (r->at && affine_of(x->a, r->nest, &index) && affine_equal(&index, r->at, r->nest->depth)) r->matching++;
-    }
-    count_reads(p, x->a, r);
-    count_reads(p, x->b, r);
-    count_reads(p, x->c, r);
-}
-
-static void count_reads_block(const KProgram *p, const KsBlock *blk, Reads *r) {
-    for (int i = 0; i < blk->n; i++) {
-        const Ks *s = blk->items[i];
-        count_reads(p, s->extent, r);
-        count_reads(p, s->value, r);
-        count_reads(p, s->index, r);
-        if (s->kind == KS_FOR) count_reads_block(p, &s->body, r);
-    }
+static void count_read(void *ctx, int buf, const Kx *index, bool store) {
+    Reads *r = ctx;
+    Affine at;
+    if (store || kprog_root_buf(r->p, buf) != r->root) return;
+    r->reads++;
+    if (r->at && affine_of(index, r->nest, &at) && affine_equal(&at, r->at, r->nest->depth)) r->matching++;
 }
 
 /* The buffer that kernel k may compute in place of, or -1: its one store
@@ -249,8 +229,8 @@ static int in_place_input(const KProgram *p, int k, int *out_root) {
     int out = kprog_root_buf(p, store->buf);
     const KBuf *ob = &p->bufs[out];
     if (ob->kind != KB_WORK || ob->live_first != k) return -1;
-    Reads own = {.root = out, .nest = &nest};
-    count_reads_block(p, &kn->body, &own);
+    Reads own = {.p = p, .root = out, .nest = &nest};
+    ks_visit_accesses(&kn->body, count_read, &own);
     if (own.reads) return -1;
 
     int best = -1;
@@ -260,13 +240,13 @@ static int in_place_input(const KProgram *p, int k, int *out_root) {
         if (b == out || in->kind != KB_WORK || in->live_last != k || in->dtype != ob->dtype) continue;
         NPoly size = kbuf_footprint(in);
         if (size.c0 < out_size.c0 || size.c1 < out_size.c1) continue;
-        Reads r = {.root = b, .at = &at, .nest = &nest};
-        count_reads_block(p, &kn->body, &r);
+        Reads r = {.p = p, .root = b, .at = &at, .nest = &nest};
+        ks_visit_accesses(&kn->body, count_read, &r);
         if (r.reads == 0 || r.matching != r.reads) continue;
         /* every read in the innermost body: the prologue runs before any
          * store, but a read there at another index would be unsafe */
-        Reads inner = {.root = b, .nest = &nest};
-        count_reads_block(p, nest.inner, &inner);
+        Reads inner = {.p = p, .root = b, .nest = &nest};
+        ks_visit_accesses(nest.inner, count_read, &inner);
         if (inner.reads != r.reads) continue;
         if (best < 0 || size.c1 > best_size.c1 || (size.c1 == best_size.c1 && size.c0 > best_size.c0)) {
             best = b;
