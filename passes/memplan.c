@@ -332,34 +332,38 @@ static bool lower_at(NPoly a, NPoly b, int64_t ref) {
     return ar < br || (ar == br && npoly_eval(a, 1) < npoly_eval(b, 1));
 }
 
-/* First fit in `order` (sizes at batch `ref`): each region goes at the
+/* The lowest line at or above both a and b for every N >= 1: the larger
+ * slope, through the larger value at N = 1. */
+static NPoly npoly_above(NPoly a, NPoly b) {
+    int64_t c1 = a.c1 > b.c1 ? a.c1 : b.c1, at1 = a.c0 + a.c1 > b.c0 + b.c1 ? a.c0 + a.c1 : b.c0 + b.c1;
+    return (NPoly){at1 - c1, c1};
+}
+
+/* First fit in the order of r[] (sizes at batch `ref`): each region goes at the
  * lowest offset (at `ref`) that clears, for every N, the regions live at
- * the same time and already placed. The offsets tried are 0, the end of
- * each of these regions, and a line above all of their ends (which always
- * clears: the ends of regions that are not live together need not be
- * ordered, so no one of them may be above the others for every N). */
-static void pack(Region *r, int n, Order order, int64_t ref) {
-    sort_order = order;
-    sort_batch = ref;
-    qsort(r, (size_t)n, sizeof *r, by_order);
+ * the same time and already placed. Each offset tried starts at 0 or at
+ * the end of one of these regions and, while it overlaps one, moves above
+ * that one's end: the ends of regions that are not live together need not
+ * be ordered, so the line that clears two of them may lie above both. It
+ * moves up only, past one more region each time, so it stops. */
+static void pack(Region *r, int n, int64_t ref) {
     Region **live = xmalloc(sizeof(Region *) * ((size_t)n + 1));
     for (int i = 0; i < n; i++) {
         int nlive = 0;
-        NPoly above = {0, 0}; /* c1 the largest slope, c0 + c1 the largest end at N = 1 */
         for (int j = 0; j < i; j++)
-            if (r[j].first <= r[i].last && r[i].first <= r[j].last) {
-                live[nlive++] = &r[j];
-                NPoly end = region_end(&r[j]);
-                if (end.c1 > above.c1) above = (NPoly){above.c0 + above.c1 - end.c1, end.c1};
-                if (end.c0 + end.c1 > above.c0 + above.c1) above.c0 = end.c0 + end.c1 - above.c1;
-            }
-        NPoly best = above;
+            if (r[j].first <= r[i].last && r[i].first <= r[j].last) live[nlive++] = &r[j];
+        NPoly best = {0, 0};
         for (int c = -1; c < nlive; c++) {
             NPoly at = c < 0 ? (NPoly){0, 0} : region_end(live[c]);
-            if (!lower_at(at, best, ref)) continue;
-            bool clear = true;
-            for (int j = 0; j < nlive && clear; j++) clear = clear_of(at, r[i].size, live[j]);
-            if (clear) best = at;
+            for (bool moved = true; moved;) {
+                moved = false;
+                for (int j = 0; j < nlive; j++)
+                    if (!clear_of(at, r[i].size, live[j])) {
+                        at = npoly_above(at, region_end(live[j]));
+                        moved = true;
+                    }
+            }
+            if (c < 0 || lower_at(at, best, ref)) best = at;
         }
         r[i].offset = best;
     }
@@ -388,6 +392,74 @@ static int64_t envelope_at(const NPoly *terms, int n, int64_t batch) {
     return size;
 }
 
+/* What plans are judged by: the batch sizes, the lower bound at each, and
+ * room for a plan's workspace terms. */
+typedef struct Judge {
+    int64_t batches[NJUDGED], bounds[NJUDGED];
+    NPoly *terms;
+} Judge;
+
+/* A packing's worst ratio to the lower bound, and the batch size where. */
+static double judge(const Judge *j, const Region *r, int n, int *worst) {
+    int nterms = workspace_terms(r, n, j->terms);
+    double ratio = 1;
+    *worst = 0;
+    for (int i = 0; i < NJUDGED; i++)
+        if (j->bounds[i] > 0) {
+            double q = (double)envelope_at(j->terms, nterms, j->batches[i]) / (double)j->bounds[i];
+            if (q > ratio) {
+                ratio = q;
+                *worst = i;
+            }
+        }
+    return ratio;
+}
+
+/* Improves a packing made in the order of best[] at batch `ref`: a region
+ * that ends at the top where the plan is worst goes first instead, and the
+ * new order is kept if its plan is better. A small value that lives long,
+ * placed late, often lands above both the activations and the weight
+ * gradients; placed first it takes a few bytes at the bottom. Each region
+ * moves at most once. */
+static double improve(const Judge *j, Region *best, Region *trial, int n, int64_t ref, double ratio) {
+    bool *moved = xcalloc((size_t)n + 1, sizeof(bool)); /* by buffer position in best[] at the start */
+    int *id = xmalloc(sizeof(int) * ((size_t)n + 1));   /* best[i]'s index in moved[] */
+    for (int i = 0; i < n; i++) id[i] = i;
+    int *tid = xmalloc(sizeof(int) * ((size_t)n + 1));
+    for (bool better = true; better;) {
+        better = false;
+        int worst;
+        judge(j, best, n, &worst);
+        int64_t top = 0, at = j->batches[worst];
+        for (int i = 0; i < n; i++)
+            if (npoly_eval(region_end(&best[i]), at) > top) top = npoly_eval(region_end(&best[i]), at);
+        for (int i = 1; i < n && !better; i++) {
+            if (moved[id[i]] || npoly_eval(region_end(&best[i]), at) != top) continue;
+            moved[id[i]] = true;
+            trial[0] = best[i];
+            tid[0] = id[i];
+            for (int k = 0, t = 1; k < n; k++)
+                if (k != i) {
+                    trial[t] = best[k];
+                    tid[t++] = id[k];
+                }
+            pack(trial, n, ref);
+            int w;
+            double q = judge(j, trial, n, &w);
+            if (q < ratio) {
+                ratio = q;
+                memcpy(best, trial, sizeof(Region) * (size_t)n);
+                memcpy(id, tid, sizeof(int) * (size_t)n);
+                better = true;
+            }
+        }
+    }
+    free(moved);
+    free(id);
+    free(tid);
+    return ratio;
+}
+
 void pass_memplan(KProgram *p, int64_t train_batch) {
     memplan_liveness(p);
     compute_in_place(p);
@@ -403,32 +475,33 @@ void pass_memplan(KProgram *p, int64_t train_batch) {
     }
 
     /* First fit depends on its order and on the batch size it compares
-     * sizes at; pack in each order at each judged size and keep the plan
+     * sizes at; pack in each order at each judged size, keep the plan
      * whose worst ratio to the lower bound, over all of them, is the
-     * smallest. */
-    int64_t batches[NJUDGED], bounds[NJUDGED];
-    judged_batches(train_batch, batches);
-    for (int i = 0; i < NJUDGED; i++) bounds[i] = kprog_workspace_lower_bound(p, batches[i]);
+     * smallest, and improve on it. */
+    Judge j;
+    judged_batches(train_batch, j.batches);
+    for (int i = 0; i < NJUDGED; i++) j.bounds[i] = kprog_workspace_lower_bound(p, j.batches[i]);
+    j.terms = xmalloc(sizeof(NPoly) * ((size_t)n + 1));
     Region *best = xmalloc(sizeof(Region) * ((size_t)n + 1));
-    NPoly *terms = xmalloc(sizeof(NPoly) * ((size_t)n + 1));
     double best_ratio = 0;
+    int64_t best_ref = 1;
     for (int trial = 0; trial < ORDER_COUNT * NJUDGED; trial++) {
-        pack(regions, n, (Order)(trial / NJUDGED), batches[trial % NJUDGED]);
-        int nterms = workspace_terms(regions, n, terms);
-        double ratio = 1;
-        for (int i = 0; i < NJUDGED; i++)
-            if (bounds[i] > 0) {
-                double r = (double)envelope_at(terms, nterms, batches[i]) / (double)bounds[i];
-                if (r > ratio) ratio = r;
-            }
+        sort_order = (Order)(trial / NJUDGED);
+        sort_batch = j.batches[trial % NJUDGED];
+        qsort(regions, (size_t)n, sizeof *regions, by_order);
+        pack(regions, n, sort_batch);
+        int worst;
+        double ratio = judge(&j, regions, n, &worst);
         if (trial == 0 || ratio < best_ratio) {
             best_ratio = ratio;
+            best_ref = sort_batch;
             memcpy(best, regions, sizeof(Region) * (size_t)n);
         }
     }
+    improve(&j, best, regions, n, best_ref, best_ratio);
     for (int i = 0; i < n; i++) p->bufs[best[i].buf].offset = best[i].offset;
-    kprog_set_workspace(p, terms, workspace_terms(best, n, terms));
+    kprog_set_workspace(p, j.terms, workspace_terms(best, n, j.terms));
     free(regions);
     free(best);
-    free(terms);
+    free(j.terms);
 }

@@ -196,10 +196,11 @@ START_TEST(test_plans_are_sound_and_tight) {
     Module *m = load_example(&arena, name, NULL);
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
     /* Within 1.2x of the bound at the sizes a model runs at most (one
-     * example, its training batch); a plan's offsets are lines in N, one
-     * plan for every N, so between those it may be looser: 1.5x at 1024. */
+     * example, its training batch). A plan's offsets are lines in N, one
+     * plan for every N, so elsewhere it may be looser: at 1024 within
+     * 1.25x (the examples' worst is catdog_mlp's train_step, 1.23x). */
     int64_t batches[] = {1, m->train_spec.batch, 1024};
-    const int tenths[] = {12, 12, 15};
+    const int hundredths[] = {120, 120, 125};
     const char *worst = NULL; /* the first plan over its limit */
     for (int k = 0; k < 4; k++) {
         if (!graphs[k]) continue;
@@ -218,9 +219,9 @@ START_TEST(test_plans_are_sound_and_tight) {
             if (getenv("MEMPLAN_REPORT"))
                 fprintf(stderr, "%-28s N=%-5lld plan %10lld  bound %10lld  %.3f\n", label, (long long)n,
                         (long long)total, (long long)bound, bound ? (double)total / (double)bound : 1.0);
-            if (10 * total > tenths[i] * bound && !worst)
-                worst = arena_printf(&arena, "%s: %lld floats at N=%lld, more than %d/10 of the lower bound %lld", label,
-                                     (long long)total, (long long)n, tenths[i], (long long)bound);
+            if (100 * total > hundredths[i] * bound && !worst)
+                worst = arena_printf(&arena, "%s: %lld floats at N=%lld, more than %d%% of the lower bound %lld",
+                                     label, (long long)total, (long long)n, hundredths[i], (long long)bound);
         }
         live_free(&l);
     }
