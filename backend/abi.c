@@ -296,9 +296,11 @@ void abi_write_glue(FILE *out, const AbiModel *a, AbiTarget target, const char *
                  "    if (batch < 1) batch = 1;\n"
                  "    int64_t floats = 0;\n",
             export, n);
-    for (int i = 0; i < nterms; i++)
-        fprintf(out, "    if (%lld * batch + %lld > floats) floats = %lld * batch + %lld;\n", (long long)ws[i].c1,
-                (long long)ws[i].c0, (long long)ws[i].c1, (long long)ws[i].c0);
+    for (int i = 0; i < nterms; i++) {
+        const char *term = ws[i].c1 ? arena_printf(&ar, "%lld * batch + %lld", (long long)ws[i].c1, (long long)ws[i].c0)
+                                    : arena_printf(&ar, "%lld", (long long)ws[i].c0);
+        fprintf(out, "    if (%s > floats) floats = %s;\n", term, term);
+    }
     fprintf(out, "    return (size_t)floats * sizeof(float);\n}\n\n");
     fprintf(out, "%sconst %s_tensor *%s_tensors(int *count) {\n"
                  "    if (count) *count = %d;\n    return %s__tensors;\n}\n\n",
