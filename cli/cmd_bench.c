@@ -219,7 +219,7 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     int64_t ws = 0;
     for (int k = 0; k < FN_COUNT; k++)
         if (s->prog[k]) {
-            int64_t w = npoly_eval(s->prog[k]->workspace, batch);
+            int64_t w = kprog_workspace_size(s->prog[k], batch);
             if (w > ws) ws = w;
         }
     double ws_mb = (double)ws * 4 / 1e6, peak_mb = (double)ru.ru_maxrss / 1e3;

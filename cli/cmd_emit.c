@@ -1,6 +1,7 @@
 /* cmd_emit.c - `nnc FILE.nn`: compile and show what the compiler made.
  *
- *   --emit-ir       the Graph IR of every function, and the state layout
+ *   --emit-ir       the Graph IR of every function, the state layout and
+ *                   each function's workspace plan
  *   --print-after   the Graph IR after one pass (or "all")
  *   --emit-kir      the Kernel IR of every function
  *   --emit-llvm     the LLVM module, optimised for this CPU (-O0: as generated)
@@ -30,7 +31,8 @@ void usage_emit(FILE *out) {
           "  --weights CKPT       with C output: embed the parameters of checkpoint CKPT\n"
           "  --cpu CPU            code for CPU: native (default: this machine's), or x86-64,\n"
           "                       x86-64-v2, x86-64-v3, x86-64-v4 for other machines\n"
-          "  --emit-ir            print the Graph IR (forward, eval, grad, train_step) and the state layout\n"
+          "  --emit-ir            print the Graph IR (forward, eval, grad, train_step), the state layout\n"
+          "                       and the workspace plan of each function\n"
           "  --print-after=PASS   print the Graph IR after PASS (shape, derive, autodiff, optimizer, or all)\n"
           "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
           "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
@@ -133,6 +135,18 @@ static void emit_dot(FILE *out, const Module *m) {
     }
     module_print_dot(out, m, graphs, titles, (const int *const *)kernel_of, n);
     for (int k = 0; k < n; k++) free(kernel_of[k]);
+}
+
+/* Each function's workspace plan, with the lower bound at the batch size
+ * of the train statement (1 without one). */
+static void print_workspaces(FILE *out, Module *m, bool f64) {
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    int64_t batch = m->train && m->train_spec.batch > 0 ? m->train_spec.batch : 1;
+    for (int k = 0; k < 4; k++)
+        if (graphs[k]) {
+            fputc('\n', out);
+            kprog_print_workspace(out, lower_graph(m, graphs[k], (ProgKind)k, f64), batch);
+        }
 }
 
 static int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
@@ -264,6 +278,7 @@ int cmd_emit(int argc, char **argv) {
     if (!m) status = 1;
     else if (emit == EMIT_IR) {
         module_print(out, m);
+        print_workspaces(out, m, f64);
         print_node_counts(out, m);
     }
     else if (emit == EMIT_KIR) {

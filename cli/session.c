@@ -90,7 +90,7 @@ bool session_reserve(Session *s, int64_t batch) {
     int64_t need = 0;
     for (int k = 0; k < FN_COUNT; k++)
         if (s->prog[k]) {
-            int64_t n = npoly_eval(s->prog[k]->workspace, batch);
+            int64_t n = kprog_workspace_size(s->prog[k], batch);
             if (n > need) need = n;
         }
     void *ws = aligned_zeroed((size_t)need * (s->f64 ? sizeof(double) : sizeof(float)));

@@ -90,6 +90,17 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64);
 /* The program that fills the state with initial values from a seed. */
 KProgram *lower_init(Module *m, bool real_f64);
 
+/* ---- memplan.c --------------------------------------------------------------------- */
+/* Sets every buffer's live range (KBuf.live_first, live_last): the kernels
+ * that use its storage. */
+void memplan_liveness(KProgram *p);
+/* Lets workspace values that are never live at the same time share memory:
+ * computes liveness, computes elementwise results in place of inputs that
+ * die in their kernel, and packs the regions (offsets, p->workspace) for
+ * every batch size, judged most closely at `train_batch`. lower_graph runs
+ * it unless XF_MEMPLAN is disabled. */
+void pass_memplan(KProgram *p, int64_t train_batch);
+
 /* ---- pipeline.c -------------------------------------------------------------------- */
 /* The names of the optional transformations (Transform order), for
  * --disable-pass. */
