@@ -99,7 +99,7 @@ static void print_summary(FILE *out, const Module *m) {
     }
 }
 
-static int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
+int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};

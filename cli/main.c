@@ -16,6 +16,7 @@ static void usage(FILE *out) {
           "       nnc tune FILE.nn --param lr=1e-4..1e-1:log --param batch=32,64 [--trials N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
           "       nnc bench FILE.nn [--batch N] [--threads N] [--json]\n"
+          "       nnc repl [FILE.nn] [--seed N] [--strict]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
           "\n"
@@ -31,6 +32,7 @@ static void usage(FILE *out) {
           "  tune     random search over hyper-parameters, scored on validation data\n"
           "  bench    compile time, training and inference speed, memory\n"
           "  check    compare every parameter's derived gradient with finite differences\n"
+          "  repl     load, train, inspect and edit a model interactively\n"
           "  help     show the options of a command\n"
           "\n"
           "Run 'nnc help COMMAND' for a command's options.\n",
@@ -45,9 +47,10 @@ static int help(const char *topic) {
     else if (strcmp(topic, "predict") == 0) usage_predict(stdout);
     else if (strcmp(topic, "tune") == 0) usage_tune(stdout);
     else if (strcmp(topic, "bench") == 0) usage_bench(stdout);
+    else if (strcmp(topic, "repl") == 0) usage_repl(stdout);
     else if (strcmp(topic, "compile") == 0 || strcmp(topic, "emit") == 0) usage_emit(stdout);
     else {
-        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, tune, check, bench\n", topic);
+        fprintf(stderr, "nnc: no help for '%s'; commands are: compile, train, eval, predict, tune, check, bench, repl\n", topic);
         return 2;
     }
     return 0;
@@ -123,5 +126,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
     if (strcmp(cmd, "tune") == 0) return cmd_tune(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "repl") == 0) return cmd_repl(argc - 1, argv + 1);
     return cmd_emit(argc, argv);
 }

@@ -18,30 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct Loop {
-    Module *m;
-    const TrainConfig *c;
-    Task task;
-    Data data;
-    Session *s;
-    int64_t batch, eval_batch;
-    float *x, *scratch;
-    void *y;
-    /* the eval program's arguments: x, y, then its outputs and metrics */
-    const KProgram *eval;
-    void **eval_args;
-    int first_output, nmetrics;
-    const char **metric_names;
-    double *metrics; /* of the last evaluate() */
-} Loop;
-
-typedef struct Scores {
-    double loss, accuracy; /* accuracy < 0: none */
-} Scores;
-
 /* ---- evaluation ------------------------------------------------------------------------ */
 
-static int64_t count_correct(const Loop *L, const float *out, const RtDataset *part) {
+static int64_t count_correct(const Trainer *L, const float *out, const RtDataset *part) {
     const Task *t = &L->task;
     if (t->kind == TASK_BINARY) {
         int64_t correct = 0;
@@ -58,8 +37,7 @@ static bool has_accuracy(const Task *t) {
     return (t->kind == TASK_CLASSES || t->kind == TASK_ONEHOT) && o->type.dim[1] == t->classes;
 }
 
-/* Loss, accuracy and the metrics (into L->metrics) over a data set. */
-static Scores evaluate(Loop *L, const RtDataset *ds) {
+Scores trainer_score(Trainer *L, const RtDataset *ds) {
     double loss = 0;
     int64_t correct = 0;
     for (int k = 0; k < L->nmetrics; k++) L->metrics[k] = 0;
@@ -77,7 +55,7 @@ static Scores evaluate(Loop *L, const RtDataset *ds) {
     return (Scores){loss / n, has_accuracy(&L->task) ? (double)correct / n : -1};
 }
 
-static void print_scores(const Loop *L, const char *set, Scores s) {
+void trainer_print_scores(const Trainer *L, const char *set, Scores s) {
     printf("  %s loss %.4f", set, s.loss);
     if (s.accuracy >= 0) printf("  %s acc %.4f", set, s.accuracy);
     for (int k = 0; k < L->nmetrics; k++) printf("  %s %s %.4f", set, L->metric_names[k], L->metrics[k]);
@@ -85,12 +63,12 @@ static void print_scores(const Loop *L, const char *set, Scores s) {
 
 /* ---- setting up ------------------------------------------------------------------------ */
 
-static bool alloc_buffers(Loop *L) {
+static bool alloc_buffers(Trainer *L) {
     const Task *t = &L->task;
     int64_t b = L->eval_batch;
     L->x = xmalloc(sizeof(float) * (size_t)(b * t->features));
     L->y = xmalloc(sizeof(float) * (size_t)(b * (t->kind == TASK_ONEHOT ? t->classes : t->tvalues)));
-    L->scratch = xmalloc(sizeof(float) * (size_t)(L->data.image_h * L->data.image_w + 1));
+    L->scratch = xmalloc(sizeof(float) * (size_t)(L->data->image_h * L->data->image_w + 1));
     L->eval = L->s->prog[FN_EVAL];
     L->eval_args = xcalloc((size_t)L->eval->nargs + 1, sizeof(void *));
     L->metric_names = xcalloc((size_t)L->eval->nargs + 1, sizeof(char *));
@@ -111,7 +89,7 @@ static bool alloc_buffers(Loop *L) {
     return true;
 }
 
-static void free_buffers(Loop *L) {
+static void free_buffers(Trainer *L) {
     if (L->eval_args)
         for (int a = 0; a < L->eval->nargs; a++)
             if (L->eval->args[a].role == ARG_OUTPUT) free(L->eval_args[a]);
@@ -123,74 +101,72 @@ static void free_buffers(Loop *L) {
     free(L->scratch);
 }
 
-/* The parameters a pretrained statement names, loaded from its file. */
-static bool load_pretrained(Loop *L, const Pretrained *p, Diag *d) {
-    const Module *m = L->m;
-    char path[4096];
-    if (p->path[0] == '/' || !m->src) snprintf(path, sizeof path, "%s", p->path);
-    else {
-        const char *slash = strrchr(m->src->path, '/');
-        snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - m->src->path + 1) : 0, m->src->path, p->path);
-    }
-    NnrtTensor *all = module_tensor_table(m), *some = ARENA_ARRAY(m->arena, NnrtTensor, m->nslots + 1);
-    int n = 0;
-    for (int i = 0; i < m->nslots; i++) {
-        if (all[i].kind != NNRT_PARAM) continue;
-        bool wanted = p->nnames == 0;
-        for (int k = 0; k < p->nnames && !wanted; k++) {
-            size_t len = strlen(p->names[k]);
-            wanted = strcmp(all[i].name, p->names[k]) == 0 ||
-                     (strncmp(all[i].name, p->names[k], len) == 0 && all[i].name[len] == '.');
+static bool set_hypers(Session *s, const TrainConfig *c, Diag *d) {
+    for (int k = 0; k < c->nhypers; k++) {
+        float *v = session_slot(s, c->hyper_names[k]);
+        if (!v) {
+            diag_error(d, SPAN_NONE, "this model has no hyper-parameter '%s'", c->hyper_names[k]);
+            return false;
         }
-        if (wanted) some[n++] = all[i];
+        *v = (float)c->hyper_values[k];
     }
-    char err[1024];
-    /* Named parameters must all be there; "every param the file has" takes what it finds. */
-    if (nnrt_checkpoint_load(L->s->state, some, n, p->nnames ? NNRT_PARAM : 0, path, err, sizeof err) != 0) {
-        diag_error(d, p->span, "%s", err);
-        return false;
-    }
-    if (!L->c->quiet) printf("loaded %d pretrained parameter tensor%s from %s\n", n, n == 1 ? "" : "s", path);
     return true;
 }
 
-static bool set_hypers(Loop *L, Diag *d) {
-    for (int k = 0; k < L->c->nhypers; k++) {
-        float *v = session_slot(L->s, L->c->hyper_names[k]);
-        if (!v) {
-            diag_error(d, SPAN_NONE, "this model has no hyper-parameter '%s'", L->c->hyper_names[k]);
-            return false;
-        }
-        *v = (float)L->c->hyper_values[k];
+bool trainer_open(Trainer *L, Session *s, const Data *data, int64_t batch, uint64_t seed, Diag *d) {
+    memset(L, 0, sizeof *L);
+    L->m = s->m;
+    L->s = s;
+    L->data = data;
+    L->seed = seed;
+    if (!task_fit(L->m, data, &L->task, d)) return false;
+    if (L->m->data.augment && (!data->image_h || L->task.features % (data->image_h * data->image_w) != 0)) {
+        diag_error(d, L->m->data.span, "augmentation works on images; this data has none");
+        return false;
     }
+    L->batch = batch;
+    L->eval_batch = batch > 256 ? batch : 256;
+    if (!session_reserve(s, L->eval_batch) || !alloc_buffers(L)) {
+        diag_error(d, SPAN_NONE, "out of memory for the workspace");
+        return false;
+    }
+    float *spe = session_slot(s, "opt.steps_per_epoch");
+    if (spe) *spe = (float)((data->train.n + batch - 1) / batch);
     return true;
+}
+
+void trainer_close(Trainer *L) {
+    free_buffers(L);
+    memset(L, 0, sizeof *L);
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */
 
-static void train_epoch(Loop *L, const int64_t *perm, int64_t epoch, double *loss) {
-    const RtDataset *ds = &L->data.train;
+double trainer_steps(Trainer *L, const int64_t *perm, int64_t epoch, int64_t first, int64_t count,
+                     TrainProgress progress, void *ctx) {
+    const RtDataset *ds = &L->data->train;
     const DataSpec *spec = &L->m->data;
-    bool augment = spec->augment && L->data.image_h > 0;
-    int64_t plane = L->data.image_h * L->data.image_w;
+    bool augment = spec->augment && L->data->image_h > 0;
+    int64_t plane = L->data->image_h * L->data->image_w, end = first + count, nbatch = 0;
     double total = 0;
-    for (int64_t first = 0; first < ds->n; first += L->batch) {
-        int64_t count = ds->n - first < L->batch ? ds->n - first : L->batch;
-        data_batch(&L->task, ds, perm + first, count, L->x, L->y);
+    for (int64_t at = first; at < end; at += L->batch) {
+        int64_t n = end - at < L->batch ? end - at : L->batch;
+        data_batch(&L->task, ds, perm + at, n, L->x, L->y);
         if (augment)
-            rt_augment(L->x, count, L->task.features / plane, L->data.image_h, L->data.image_w,
+            rt_augment(L->x, n, L->task.features / plane, L->data->image_h, L->data->image_w,
                        (spec->augment & AUG_FLIP ? RT_AUG_FLIP : 0) | (spec->augment & AUG_SHIFT ? RT_AUG_SHIFT : 0),
-                       spec->shift, nnrt_mix64(L->c->seed ^ 0xA06u) + (uint64_t)epoch * 1000003u + (uint64_t)first,
+                       spec->shift, nnrt_mix64(L->seed ^ 0xA06u) + (uint64_t)epoch * 1000003u + (uint64_t)at,
                        L->scratch);
         void *args[] = {L->x, L->y};
-        total += session_run(L->s, FN_TRAIN, args, count) * (double)count;
+        total += session_run(L->s, FN_TRAIN, args, n) * (double)n;
+        /* every 16 batches: often enough for a live line, rarely enough to cost nothing */
+        if (progress && (++nbatch % 16 == 0 || at + n == end)) progress(ctx, at + n - first, count, total / (double)(at + n - first));
     }
-    *loss = ds->n ? total / (double)ds->n : 0;
+    return count ? total / (double)count : 0;
 }
 
-static int run(Loop *L, TrainResult *r) {
+static int run(Trainer *L, const TrainConfig *c, Data *data, TrainResult *r) {
     Module *m = L->m;
-    const TrainConfig *c = L->c;
     const TrainSpec *ts = &m->train_spec;
     Diag d;
     diag_init(&d, m->src, stderr);
@@ -198,33 +174,23 @@ static int run(Loop *L, TrainResult *r) {
         diag_error(&d, SPAN_NONE, "the model has no loss statement, so it cannot be trained");
         return 1;
     }
-    if (!data_load(m, c->data, c->limit, c->val, &L->data, &L->task, &d)) return 1;
-    if (m->data.augment && (!L->data.image_h || L->task.features % (L->data.image_h * L->data.image_w) != 0)) {
-        diag_error(&d, m->data.span, "augmentation works on images; this data has none");
-        return 1;
-    }
-    L->batch = ts->batch;
-    L->eval_batch = L->batch > 256 ? L->batch : 256;
+    if (!data_load(m, c->data, c->limit, c->val, data, &L->task, &d)) return 1;
     nnrt_set_threads(c->threads);
-    L->s = session_create(m, FN_BIT(FN_TRAIN) | FN_BIT(FN_EVAL) | FN_BIT(FN_INIT), false, &d);
-    if (!L->s) return 1;
-    if (!session_reserve(L->s, L->eval_batch) || !alloc_buffers(L)) {
-        diag_error(&d, SPAN_NONE, "out of memory for the workspace");
-        return 1;
-    }
-    session_init(L->s, c->seed);
-    for (int i = 0; i < m->npretrained; i++)
-        if (!load_pretrained(L, &m->pretrained[i], &d)) return 1;
-    if (c->load && !session_load(L->s, c->load, NNRT_PARAM | NNRT_OPT_STATE | NNRT_HYPER, &d)) return 1;
-    if (!set_hypers(L, &d)) return 1;
+    Session *s = session_create(m, FN_BIT(FN_TRAIN) | FN_BIT(FN_EVAL) | FN_BIT(FN_INIT), false, &d);
+    if (!s) return 1;
+    bool ok = trainer_open(L, s, data, ts->batch, c->seed, &d);
+    L->s = s; /* trainer_run destroys it, even when opening failed */
+    if (!ok) return 1;
+    session_init(s, c->seed);
+    if (!session_load_pretrained(s, c->quiet, &d)) return 1;
+    if (c->load && !session_load(s, c->load, NNRT_PARAM | NNRT_OPT_STATE | NNRT_HYPER, &d)) return 1;
+    if (!set_hypers(s, c, &d)) return 1;
 
-    const RtDataset *train = &L->data.train, *val = &L->data.val;
+    const RtDataset *train = &data->train, *val = &data->val;
     int64_t steps_per_epoch = (train->n + L->batch - 1) / L->batch;
-    float *spe = session_slot(L->s, "opt.steps_per_epoch");
-    if (spe) *spe = (float)steps_per_epoch;
     /* A resumed run goes on with the epoch (and so the shuffling) where the
      * checkpoint's step count left off. */
-    const float *step = session_slot(L->s, "opt.step");
+    const float *step = session_slot(s, "opt.step");
     int64_t first_epoch = step && steps_per_epoch ? (int64_t)*step / steps_per_epoch : 0;
     int64_t last_epoch = first_epoch + ts->epochs;
 
@@ -241,7 +207,7 @@ static int run(Loop *L, TrainResult *r) {
         if (ts->schedule != SCHED_CONSTANT) printf(" with a %s schedule", schedule_names[ts->schedule]);
         printf(", batch %lld, %lld epoch%s; %lld training, %lld validation examples\n", (long long)L->batch,
                (long long)ts->epochs, ts->epochs == 1 ? "" : "s", (long long)train->n, (long long)val->n);
-        printf("compiled in %.0f ms\n", L->s->compile_seconds * 1e3);
+        printf("compiled in %.0f ms\n", s->compile_seconds * 1e3);
         fflush(stdout);
     }
 
@@ -252,12 +218,12 @@ static int run(Loop *L, TrainResult *r) {
     r->best_epoch = -1;
     int64_t epoch;
     for (epoch = first_epoch; epoch < last_epoch; epoch++) {
-        double t0 = now_seconds(), loss;
+        double t0 = now_seconds();
         nnrt_permutation(perm, train->n, nnrt_mix64(c->seed) + (uint64_t)epoch);
-        train_epoch(L, perm, epoch, &loss);
+        double loss = trainer_steps(L, perm, epoch, 0, train->n, NULL, NULL);
         double seconds = now_seconds() - t0;
         Scores v = {0, -1};
-        if (val->n) v = evaluate(L, val);
+        if (val->n) v = trainer_score(L, val);
         double score = v.accuracy >= 0 ? v.accuracy : -v.loss;
         r->has_accuracy = v.accuracy >= 0;
         bool better = val->n && score > best_score;
@@ -266,11 +232,11 @@ static int run(Loop *L, TrainResult *r) {
             r->best_epoch = epoch + 1;
             r->val_loss = v.loss;
             r->val_score = score;
-            memcpy(best, L->s->state, state_bytes);
+            memcpy(best, s->state, state_bytes);
         }
         if (!c->quiet) {
             printf("epoch %lld/%lld  loss %.4f", (long long)epoch + 1, (long long)last_epoch, loss);
-            if (val->n) print_scores(L, "val", v);
+            if (val->n) trainer_print_scores(L, "val", v);
             printf("  %.1f s  %.0f samples/s\n", seconds, (double)train->n / (seconds > 0 ? seconds : 1e-9));
             fflush(stdout);
         }
@@ -282,14 +248,14 @@ static int run(Loop *L, TrainResult *r) {
     }
     r->epochs = epoch - first_epoch;
     if (best && r->best_epoch > 0 && r->best_epoch != epoch) {
-        memcpy(L->s->state, best, state_bytes);
+        memcpy(s->state, best, state_bytes);
         if (!c->quiet) printf("kept the state of epoch %lld, the best on validation\n", (long long)r->best_epoch);
     }
     free(best);
     free(perm);
 
-    const RtDataset *test = L->data.test.n ? &L->data.test : train;
-    Scores t = evaluate(L, test);
+    const RtDataset *test = data->test.n ? &data->test : train;
+    Scores t = trainer_score(L, test);
     r->test_loss = t.loss;
     r->test_accuracy = t.accuracy;
     r->seconds = now_seconds() - t_start;
@@ -301,54 +267,58 @@ static int run(Loop *L, TrainResult *r) {
         printf("  (%lld examples; trained in %.1f s)\n", (long long)test->n, r->seconds);
     }
     if (c->save) {
-        if (!session_save(L->s, c->save, &d)) return 1;
+        if (!session_save(s, c->save, &d)) return 1;
         if (!c->quiet) printf("saved %s\n", c->save);
     }
     return 0;
 }
 
 int trainer_run(Module *m, const TrainConfig *c, TrainResult *r) {
-    Loop L = {.m = m, .c = c};
+    Trainer L = {.m = m};
+    Data data = {0};
     TrainResult ignored;
     if (!r) r = &ignored;
     memset(r, 0, sizeof *r);
-    int status = run(&L, r);
-    free_buffers(&L);
-    session_destroy(L.s);
-    data_free(&L.data);
+    int status = run(&L, c, &data, r);
+    Session *s = L.s;
+    trainer_close(&L);
+    session_destroy(s);
+    data_free(&data);
     return status;
 }
 
 /* ---- evaluating a checkpoint -------------------------------------------------------------- */
 
 int trainer_evaluate(Module *m, const TrainConfig *c, const char *split) {
-    Loop L = {.m = m, .c = c};
+    Trainer L = {0};
+    Data data = {0};
+    Task task;
+    Session *s = NULL;
     Diag d;
     diag_init(&d, m->src, stderr);
     int status = 1;
-    if (!data_load(m, c->data, c->limit, c->val, &L.data, &L.task, &d)) goto done;
-    const RtDataset *ds = strcmp(split, "train") == 0 ? &L.data.train
-                        : strcmp(split, "val") == 0   ? &L.data.val
-                                                      : &L.data.test;
+    if (!data_load(m, c->data, c->limit, c->val, &data, &task, &d)) goto done;
+    const RtDataset *ds = strcmp(split, "train") == 0 ? &data.train
+                        : strcmp(split, "val") == 0   ? &data.val
+                                                      : &data.test;
     if (ds->n == 0) {
         diag_error(&d, SPAN_NONE, "the %s set of this data is empty", split);
         goto done;
     }
-    L.batch = L.eval_batch = 1000;
     nnrt_set_threads(c->threads);
-    L.s = session_create(m, FN_BIT(FN_EVAL) | FN_BIT(FN_INIT), false, &d);
-    if (!L.s || !session_reserve(L.s, L.eval_batch) || !alloc_buffers(&L)) goto done;
-    session_init(L.s, 0);
-    if (!session_load(L.s, c->load, NNRT_PARAM, &d)) goto done;
-    Scores s = evaluate(&L, ds);
+    s = session_create(m, FN_BIT(FN_EVAL) | FN_BIT(FN_INIT), false, &d);
+    if (!s || !trainer_open(&L, s, &data, 1000, 0, &d)) goto done;
+    session_init(s, 0);
+    if (!session_load(s, c->load, NNRT_PARAM, &d)) goto done;
+    Scores sc = trainer_score(&L, ds);
     printf("%s:", c->load);
-    print_scores(&L, split, s);
-    if (s.accuracy >= 0) printf("  accuracy %.4f", s.accuracy);
+    trainer_print_scores(&L, split, sc);
+    if (sc.accuracy >= 0) printf("  accuracy %.4f", sc.accuracy);
     printf("  (%lld examples)\n", (long long)ds->n);
     status = 0;
 done:
-    free_buffers(&L);
-    session_destroy(L.s);
-    data_free(&L.data);
+    trainer_close(&L);
+    session_destroy(s);
+    data_free(&data);
     return status;
 }
