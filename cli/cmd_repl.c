@@ -788,6 +788,16 @@ static bool is_statement(const Words *ws) {
     return false;
 }
 
+/* Whether text (a line so far) is a statement: one with open brackets
+ * goes on on the next line, until they close or a blank line. */
+static bool starts_statement(const char *text) {
+    char *copy = xstrdup(text);
+    Words ws = split_words(copy);
+    bool yes = ws.n > 0 && is_statement(&ws);
+    free(copy);
+    return yes;
+}
+
 /* Runs one line; false if it failed (reported). *quit on quit. */
 static bool run_line(Repl *r, const char *line, bool *quit) {
     size_t skip = strspn(line, " \t");
@@ -894,11 +904,11 @@ int cmd_repl(int argc, char **argv) {
     while (!quit && status == 0) {
         char *line = input_line(stmt.len ? "...> " : "nnc> ");
         if (!line) break;
-        /* a statement with open brackets goes on on the next lines */
+        bool blank = !line[strspn(line, " \t")];
         if (stmt.len) sb_putc(&stmt, '\n');
         sb_puts(&stmt, line);
         free(line);
-        if (!statement_complete(stmt.data)) continue;
+        if (!blank && !statement_complete(stmt.data) && starts_statement(stmt.data)) continue;
         if (!run_line(&r, stmt.data, &quit) && strict) status = 1;
         stmt.len = 0;
         stmt.data[0] = 0;

@@ -182,6 +182,13 @@ def pty_session(nnc, model, work):
     t.send("load-checkpoint ck.s\t\r")
     check(t.expect("loaded ck.safetensors"), "Tab completes a file name")
     check(t.expect("nnc> "), "prompt after load")
+    # training on a terminal shows a live progress line, rewritten in place
+    t.send("data limit 2000 val 200\r")
+    check(t.expect("data: 1800 training, 200 validation"), "data")
+    t.send("train 20 steps\r")
+    check(t.expect("\r\x1b[K  epoch 1  1024/1280  loss "), "a progress line after 16 batches")
+    check(t.expect("\r\x1b[Kepoch 1 (part)  loss "), "the progress line gives way to the result")
+    check(t.expect("nnc> "), "prompt after train")
     t.send("\x04")  # Ctrl-D: end of input
     code = t.wait()
     check(code == 0, f"exit status {code} after Ctrl-D")
@@ -206,18 +213,22 @@ def fuzz_lines(rng, n):
     commands = ["train 1 steps", "train 2 steps", "eval", "eval test", "eval train", "show h.W", "show opt.lr",
                 "show graph", "show ir shape", "show ir nope", "show kir", "show", "show params", "show data",
                 "predict 0", "predict 99999999", "predict -3", "set lr 0.1", "set lr -1", "set lr abc",
-                "set batch 16", "set batch 0", "set momentum 0.5", "set weight_decay 0.001", "set optimizer adam",
-                "set optimizer sgd", "set optimizer nope", "set seed 3", "set", "save ck.safetensors",
+                "set batch 16", "set batch 0", "set optimizer nope", "set seed 3", "set", "save ck.safetensors",
                 "load-checkpoint ck.safetensors", "load-checkpoint missing.safetensors", "plot c.svg", "plot",
-                "help", "help train", "help nope", "load /nonexistent.nn", "data limit 400 val 100",
-                "data /nonexistent", "data limit abc", "train 0", "train 1 fortnights", "reload"]
+                "help", "help train", "help nope", "load /nonexistent.nn", "data /nonexistent", "data limit abc",
+                "train 0", "train 1 fortnights"]
+    # lines that re-compile or read the data set: a few of each keeps the test short
+    expensive = ["reload", "set optimizer adam", "set optimizer sgd", "set momentum 0.5",
+                 "set weight_decay 0.001"]
     out = []
     for _ in range(n):
         r = rng.random()
         if r < 0.45:
             out.append(rng.choice(commands))
-        elif r < 0.55:
+        elif r < 0.48:
             out.append(rng.choice(statements))
+        elif r < 0.50:
+            out.append(rng.choice(expensive))
         else:
             out.append(" ".join(rng.choice(words) for _ in range(rng.randint(0, 6))))
     return out
