@@ -558,7 +558,8 @@ static bool repl_set(Repl *r, Words *ws) {
             r->batch = v;
             close_trainer(r); /* the buffers and steps per epoch follow the batch */
         } else {
-            r->seed = (uint64_t)v; /* shuffling from the next epoch; initialisation of the next load */
+            r->seed = (uint64_t)v; /* shuffling from the next epoch, augmentation, initialisation of new parameters */
+            close_trainer(r);
         }
         printf("%s %lld\n", what, (long long)v);
         return true;

@@ -117,7 +117,7 @@ static char *splice(const char *text, size_t at, size_t cut_end, const char *bef
     return sb_take(&sb);
 }
 
-char *source_apply(const char *text, const char *stmt, bool *replaced) {
+static char *apply_one(const char *text, const char *stmt, bool *replaced) {
     char key[128], k2[128];
     statement_key(stmt, strlen(stmt), key, sizeof key);
     Stmt *v;
@@ -157,6 +157,27 @@ char *source_apply(const char *text, const char *stmt, bool *replaced) {
         result = splice(text, len, len, len && text[len - 1] != '\n' ? "\n" : "", stmt, "\n");
     }
 done:
+    free(v);
+    return result;
+}
+
+char *source_apply(const char *text, const char *stmts, bool *replaced) {
+    /* `h2 = dense(h, 32); logits = dense(h2, 10)`: one edit, applied in order */
+    Stmt *v;
+    int n = split(stmts, &v);
+    char *result = xstrdup(text);
+    *replaced = false;
+    for (int i = 0; i < n; i++) {
+        char *one = xmalloc(v[i].end - v[i].begin + 1), *next;
+        memcpy(one, stmts + v[i].begin, v[i].end - v[i].begin);
+        one[v[i].end - v[i].begin] = 0;
+        bool r;
+        next = apply_one(result, one, &r);
+        *replaced |= r;
+        free(one);
+        free(result);
+        result = next;
+    }
     free(v);
     return result;
 }

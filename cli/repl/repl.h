@@ -15,10 +15,11 @@
  * to the model (loss, freeze, pretrained, output NAME). */
 void statement_key(const char *stmt, size_t len, char *key, size_t size);
 
-/* `text` with `stmt` applied: it replaces the statement with the same key,
- * or goes in after the last statement defining a name it uses (at the end
- * if none). Returns a heap string; *replaced says which it was. */
-char *source_apply(const char *text, const char *stmt, bool *replaced);
+/* `text` with the statements of `stmts` (one, or several separated by
+ * `;`) applied in order: each replaces the statement with the same key, or
+ * goes in after the last statement defining a name it uses (at the end if
+ * none). Returns a heap string; *replaced: some statement was replaced. */
+char *source_apply(const char *text, const char *stmts, bool *replaced);
 
 /* Whether brackets and braces of `text` are all closed (a statement
  * spanning lines is complete). */
