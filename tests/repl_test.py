@@ -159,36 +159,27 @@ def pty_session(nnc, model, work):
     env = dict(os.environ, HOME=work, TERM="xterm", INPUTRC="/dev/null")
     t = Pty([nnc, "repl", "-O1", model], work, env)
     check(t.expect("nnc> "), "prompt")
-    # line editing: type the end of the line, Ctrl-A, the start
-    t.send("how h.b\x01s\r")
-    check(t.expect("h.b : f32[10]"), "Ctrl-A then typing edits the line")
-    check(t.expect("nnc> "), "prompt after show")
-    # history: the up arrow brings back the last line
-    t.send("\x1b[A\r")
-    check(t.expect("h.b : f32[10]"), "up arrow recalls 'show h.b'")
-    check(t.expect("nnc> "), "prompt after recall")
-    # completion: a command name, then a tensor of the state
-    t.send("sh\topt.l\t\r")
-    check(t.expect("opt.lr : f32[]  min 0.5"), "Tab completes 'sh' to show and 'opt.l' to opt.lr")
-    check(t.expect("nnc> "), "prompt after completion")
-    # arrows move inside the line: left twice, insert, right twice, type, backspace
-    t.send("show .b\x1b[D\x1b[Dh\x1b[C\x1b[CX\x7f\r")
-    check(t.expect("h.b : f32[10]"), "left and right arrows, insertion and backspace")
-    check(t.expect("nnc> "), "prompt after arrows")
-    # file names complete too
-    t.send("save ck.safetensors\r")
-    check(t.expect("saved ck.safetensors"), "save")
-    check(t.expect("nnc> "), "prompt after save")
-    t.send("load-checkpoint ck.s\t\r")
-    check(t.expect("loaded ck.safetensors"), "Tab completes a file name")
-    check(t.expect("nnc> "), "prompt after load")
-    # training on a terminal shows a live progress line, rewritten in place
-    t.send("data limit 2000 val 200\r")
-    check(t.expect("data: 1800 training, 200 validation"), "data")
-    t.send("train 20 steps\r")
-    check(t.expect("\r\x1b[K  epoch 1  1024/1280  loss "), "a progress line after 16 batches")
-    check(t.expect("\r\x1b[Kepoch 1 (part)  loss "), "the progress line gives way to the result")
-    check(t.expect("nnc> "), "prompt after train")
+    steps = [
+        # line editing: type the end of the line, Ctrl-A, the start
+        ("how h.b\x01s\r", ["h.b : f32[10]"], "Ctrl-A then typing edits the line"),
+        # history: the up arrow brings back the last line
+        ("\x1b[A\r", ["h.b : f32[10]"], "up arrow recalls 'show h.b'"),
+        # completion: a command name, then a tensor of the state
+        ("sh\topt.l\t\r", ["opt.lr : f32[]  min 0.5"], "Tab completes 'sh' to show and 'opt.l' to opt.lr"),
+        # arrows move inside the line: left twice, insert, right twice, type, backspace
+        ("show .b\x1b[D\x1b[Dh\x1b[C\x1b[CX\x7f\r", ["h.b : f32[10]"], "arrows, insertion and backspace"),
+        # file names complete too
+        ("save ck.safetensors\r", ["saved ck.safetensors"], "save"),
+        ("load-checkpoint ck.s\t\r", ["loaded ck.safetensors"], "Tab completes a file name"),
+        # training on a terminal shows a live progress line, rewritten in place
+        ("data limit 2000 val 200\r", ["data: 1800 training, 200 validation"], "data"),
+        ("train 20 steps\r", ["\r\x1b[K  epoch 1  1024/1280  loss ", "\r\x1b[Kepoch 1 (part)  loss "],
+         "a progress line after 16 batches gives way to the result"),
+    ]
+    for keys, outputs, what in steps:
+        t.send(keys)
+        for text in outputs + ["nnc> "]:
+            check(t.expect(text), f"{what}: {text!r}")
     t.send("\x04")  # Ctrl-D: end of input
     code = t.wait()
     check(code == 0, f"exit status {code} after Ctrl-D")

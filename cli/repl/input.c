@@ -91,7 +91,8 @@ void input_open(bool terminal, CompletionNames names, void *ctx) {
         StrBuf sb = {0};
         sb_printf(&sb, "%s/.nnc_history", home);
         in.history_path = sb_take(&sb);
-        read_history(in.history_path); /* none yet is fine */
+        /* none yet: start the file, so that lines can be appended to it */
+        if (read_history(in.history_path) != 0) write_history(in.history_path);
     }
 }
 
@@ -101,7 +102,11 @@ char *input_line(const char *prompt) {
         if (!line) return NULL;
         if (line[strspn(line, " \t")]) {
             HIST_ENTRY *last = history_length ? history_get(history_base + history_length - 1) : NULL;
-            if (!last || strcmp(last->line, line) != 0) add_history(line);
+            if (!last || strcmp(last->line, line) != 0) {
+                add_history(line);
+                /* at once, so that a session ended by a signal keeps its lines */
+                if (in.history_path) append_history(1, in.history_path);
+            }
         }
         /* readline's buffer is malloc'ed: hand it on as it is */
         return line;
@@ -119,7 +124,7 @@ char *input_line(const char *prompt) {
 
 void input_close(void) {
     if (!in.terminal) return;
-    if (in.history_path && write_history(in.history_path) != 0)
+    if (in.history_path && history_truncate_file(in.history_path, HISTORY_LINES) != 0)
         fprintf(stderr, "nnc: warning: cannot write the history to %s\n", in.history_path);
     free(in.history_path);
     in.history_path = NULL;

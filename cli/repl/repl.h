@@ -35,7 +35,8 @@ void input_open(bool terminal, CompletionNames names, void *ctx);
 /* The next line (heap string, no newline), NULL at the end of the input.
  * On a terminal lines go into the history. */
 char *input_line(const char *prompt);
-/* Writes the history to ~/.nnc_history and frees it. */
+/* Trims ~/.nnc_history (each line went in as it was read) and frees the
+ * history. */
 void input_close(void);
 /* The names of the REPL's commands, NULL-terminated (for completion). */
 extern const char *const repl_command_names[];
