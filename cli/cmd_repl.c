@@ -713,6 +713,7 @@ static bool repl_file(Repl *r, Words *ws, Diag *d) {
     }
     /* parameters required; optimizer state and hyper-parameters if the file has them */
     if (!session_load(r->model.s, ws->w[1], NNRT_PARAM, d)) return false;
+    close_trainer(r); /* opened again, it sets this run's steps per epoch over the checkpoint's */
     printf("loaded %s\n", ws->w[1]);
     return true;
 }

@@ -192,7 +192,8 @@ typedef struct Scores {
 
 /* Sets t up for s (which has FN_EVAL, and FN_TRAIN to train) on `data`:
  * fits the task, reserves the workspace and allocates the batch buffers.
- * Sets opt.steps_per_epoch. On failure reports; trainer_close still frees. */
+ * Sets opt.steps_per_epoch, so it comes after session_init (and after
+ * loading a checkpoint). On failure reports; trainer_close still frees. */
 bool trainer_open(Trainer *t, Session *s, const Data *data, int64_t batch, uint64_t seed, Diag *d);
 void trainer_close(Trainer *t);
 /* Called every few batches while training, and once at the end. */

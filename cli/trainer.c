@@ -178,13 +178,15 @@ static int run(Trainer *L, const TrainConfig *c, Data *data, TrainResult *r) {
     nnrt_set_threads(c->threads);
     Session *s = session_create(m, FN_BIT(FN_TRAIN) | FN_BIT(FN_EVAL) | FN_BIT(FN_INIT), false, &d);
     if (!s) return 1;
-    bool ok = trainer_open(L, s, data, ts->batch, c->seed, &d);
-    L->s = s; /* trainer_run destroys it, even when opening failed */
-    if (!ok) return 1;
+    L->s = s; /* trainer_run destroys it, whatever fails below */
     session_init(s, c->seed);
     if (!session_load_pretrained(s, c->quiet, &d)) return 1;
     if (c->load && !session_load(s, c->load, NNRT_PARAM | NNRT_OPT_STATE | NNRT_HYPER, &d)) return 1;
     if (!set_hypers(s, c, &d)) return 1;
+    /* last: it sets opt.steps_per_epoch over the initial or loaded value */
+    bool ok = trainer_open(L, s, data, ts->batch, c->seed, &d);
+    L->s = s;
+    if (!ok) return 1;
 
     const RtDataset *train = &data->train, *val = &data->val;
     int64_t steps_per_epoch = (train->n + L->batch - 1) / L->batch;
@@ -307,8 +309,9 @@ int trainer_evaluate(Module *m, const TrainConfig *c, const char *split) {
     }
     nnrt_set_threads(c->threads);
     s = session_create(m, FN_BIT(FN_EVAL) | FN_BIT(FN_INIT), false, &d);
-    if (!s || !trainer_open(&L, s, &data, 1000, 0, &d)) goto done;
+    if (!s) goto done;
     session_init(s, 0);
+    if (!trainer_open(&L, s, &data, 1000, 0, &d)) goto done;
     if (!session_load(s, c->load, NNRT_PARAM, &d)) goto done;
     Scores sc = trainer_score(&L, ds);
     printf("%s:", c->load);
