@@ -136,6 +136,8 @@ static bool model_build(Repl *r, const char *path, const char *text, Model *out)
     diag_init(&d, NULL, stderr);
     LoadOptions lo = {.passes.opt = &r->opt};
     out->m = nnc_compile_source(out->arena, path ? path : "<repl>", text, strlen(text), &d, &lo);
+    /* a typed model without a model statement: not the name "<repl>" makes */
+    if (out->m && !path && !strcmp(out->m->name, "_repl_")) out->m->name = "repl";
     if (out->m) {
         unsigned which = FN_BIT(FN_FORWARD) | FN_BIT(FN_INIT);
         if (out->m->train) which |= FN_BIT(FN_TRAIN) | FN_BIT(FN_EVAL);
@@ -704,6 +706,7 @@ static bool repl_file(Repl *r, Words *ws, Diag *d) {
             return false;
         }
         printf("wrote %s\n", path);
+        if (!r->model.path) r->model.path = xstrdup(path); /* a typed model now has a file to reload */
         return true;
     }
     if (!strcmp(cmd, "save")) {
