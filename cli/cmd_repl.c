@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -337,11 +338,18 @@ static bool parse_count(const char *text, const char *what, int64_t lo, int64_t 
     return true;
 }
 
-static void progress_line(void *ctx, int64_t done, int64_t total, double loss) {
+/* Set by Ctrl-C while training: stop after the current batches. */
+static volatile sig_atomic_t interrupted;
+static void on_interrupt(int sig) { (void)sig, interrupted = 1; }
+
+static bool progress_line(void *ctx, int64_t done, int64_t total, double loss) {
     const Repl *r = ctx;
-    if (!r->tty_out) return;
-    printf("\r\033[K  epoch %lld  %lld/%lld  loss %.4f", (long long)r->epoch + 1, (long long)done, (long long)total, loss);
-    fflush(stdout);
+    if (r->tty_out) {
+        printf("\r\033[K  epoch %lld  %lld/%lld  loss %.4f", (long long)r->epoch + 1, (long long)done,
+               (long long)total, loss);
+        fflush(stdout);
+    }
+    return !interrupted;
 }
 
 static void add_point(Repl *r, double train_loss, Scores v) {
@@ -364,11 +372,16 @@ static bool repl_train_steps(Repl *r, int64_t examples_goal, bool whole_epochs, 
     }
     int64_t left = whole_epochs ? 0 : examples_goal;
     int64_t epochs_left = whole_epochs ? nepochs : 0;
-    while (whole_epochs ? epochs_left > 0 : left > 0) {
+    /* Ctrl-C stops training, not the session: the state stays as trained so far */
+    struct sigaction sa = {.sa_handler = on_interrupt}, old;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    interrupted = 0;
+    while ((whole_epochs ? epochs_left > 0 : left > 0) && !interrupted) {
         double t0 = now_seconds();
         int64_t count = train->n - r->pos;
         if (!whole_epochs && count > left) count = left;
-        double loss = trainer_steps(t, r->perm, r->epoch, r->pos, count, progress_line, r);
+        double loss = trainer_steps(t, r->perm, r->epoch, r->pos, count, progress_line, r, &count);
         double seconds = now_seconds() - t0;
         r->pos += count;
         left -= count;
@@ -388,6 +401,8 @@ static bool repl_train_steps(Repl *r, int64_t examples_goal, bool whole_epochs, 
         }
         add_point(r, loss, v);
     }
+    sigaction(SIGINT, &old, NULL);
+    if (interrupted) printf("interrupted\n");
     return true;
 }
 

@@ -196,12 +196,14 @@ typedef struct Scores {
  * loading a checkpoint). On failure reports; trainer_close still frees. */
 bool trainer_open(Trainer *t, Session *s, const Data *data, int64_t batch, uint64_t seed, Diag *d);
 void trainer_close(Trainer *t);
-/* Called every few batches while training, and once at the end. */
-typedef void (*TrainProgress)(void *ctx, int64_t done, int64_t total, double loss);
+/* Called every few batches while training, and once at the end; returns
+ * false to stop early (an interrupt). */
+typedef bool (*TrainProgress)(void *ctx, int64_t done, int64_t total, double loss);
 /* Trains on examples perm[first .. first+count) of the training set, in
- * batches; returns their mean loss. `epoch` varies the augmentation. */
+ * batches; returns their mean loss and, in *done, how many it trained on
+ * (count unless progress stopped it). `epoch` varies the augmentation. */
 double trainer_steps(Trainer *t, const int64_t *perm, int64_t epoch, int64_t first, int64_t count,
-                     TrainProgress progress, void *ctx);
+                     TrainProgress progress, void *ctx, int64_t *done);
 /* Loss, accuracy and the metrics (into t->metrics) over a data set. */
 Scores trainer_score(Trainer *t, const RtDataset *ds);
 /* "  SET loss L  SET acc A  SET METRIC M ..." without a newline. */

@@ -143,13 +143,14 @@ void trainer_close(Trainer *L) {
 /* ---- the loop --------------------------------------------------------------------------- */
 
 double trainer_steps(Trainer *L, const int64_t *perm, int64_t epoch, int64_t first, int64_t count,
-                     TrainProgress progress, void *ctx) {
+                     TrainProgress progress, void *ctx, int64_t *done) {
     const RtDataset *ds = &L->data->train;
     const DataSpec *spec = &L->m->data;
     bool augment = spec->augment && L->data->image_h > 0;
     int64_t plane = L->data->image_h * L->data->image_w, end = first + count, nbatch = 0;
     double total = 0;
-    for (int64_t at = first; at < end; at += L->batch) {
+    int64_t at;
+    for (at = first; at < end; at += L->batch) {
         int64_t n = end - at < L->batch ? end - at : L->batch;
         data_batch(&L->task, ds, perm + at, n, L->x, L->y);
         if (augment)
@@ -160,9 +161,15 @@ double trainer_steps(Trainer *L, const int64_t *perm, int64_t epoch, int64_t fir
         void *args[] = {L->x, L->y};
         total += session_run(L->s, FN_TRAIN, args, n) * (double)n;
         /* every 16 batches: often enough for a live line, rarely enough to cost nothing */
-        if (progress && (++nbatch % 16 == 0 || at + n == end)) progress(ctx, at + n - first, count, total / (double)(at + n - first));
+        if (progress && (++nbatch % 16 == 0 || at + n == end) &&
+            !progress(ctx, at + n - first, count, total / (double)(at + n - first))) {
+            at += n;
+            break;
+        }
     }
-    return count ? total / (double)count : 0;
+    if (at > end) at = end;
+    if (done) *done = at - first;
+    return at > first ? total / (double)(at - first) : 0;
 }
 
 static int run(Trainer *L, const TrainConfig *c, Data *data, TrainResult *r) {
@@ -222,7 +229,7 @@ static int run(Trainer *L, const TrainConfig *c, Data *data, TrainResult *r) {
     for (epoch = first_epoch; epoch < last_epoch; epoch++) {
         double t0 = now_seconds();
         nnrt_permutation(perm, train->n, nnrt_mix64(c->seed) + (uint64_t)epoch);
-        double loss = trainer_steps(L, perm, epoch, 0, train->n, NULL, NULL);
+        double loss = trainer_steps(L, perm, epoch, 0, train->n, NULL, NULL, NULL);
         double seconds = now_seconds() - t0;
         Scores v = {0, -1};
         if (val->n) v = trainer_score(L, val);

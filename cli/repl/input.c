@@ -6,15 +6,18 @@
 #include "cli/repl/repl.h"
 #include "support/util.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <readline/history.h>
 #include <readline/readline.h>
 
 static struct {
     bool terminal;
+    volatile sig_atomic_t reading; /* inside readline() */
     CompletionNames names;
     void *ctx;
     char *history_path;
@@ -75,11 +78,27 @@ static char **complete(const char *text, int start, int end) {
     return rl_completion_matches(text, generate);
 }
 
+/* Ctrl-C at the prompt drops the line typed so far, as in a shell; readline
+ * has restored the terminal before it passes the signal on. Elsewhere
+ * (outside training, which handles it itself) it is ignored, so that it
+ * never ends the session. */
+static void on_interrupt(int sig) {
+    (void)sig;
+    if (!in.reading) return;
+    if (write(STDOUT_FILENO, "\n", 1) < 0) return;
+    rl_on_new_line();
+    rl_replace_line("", 0);
+    rl_redisplay();
+}
+
 void input_open(bool terminal, CompletionNames names, void *ctx) {
     in.terminal = terminal;
     in.names = names;
     in.ctx = ctx;
     if (!terminal) return;
+    struct sigaction sa = {.sa_handler = on_interrupt};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     rl_readline_name = "nnc";
     rl_attempted_completion_function = complete;
     /* '.' belongs to tensor names (h.W), '-' to load-checkpoint */
@@ -98,7 +117,9 @@ void input_open(bool terminal, CompletionNames names, void *ctx) {
 
 char *input_line(const char *prompt) {
     if (in.terminal) {
+        in.reading = 1;
         char *line = readline(prompt);
+        in.reading = 0;
         if (!line) return NULL;
         if (line[strspn(line, " \t")]) {
             HIST_ENTRY *last = history_length ? history_get(history_base + history_length - 1) : NULL;
