@@ -149,7 +149,7 @@ static void print_workspaces(FILE *out, Module *m, bool f64) {
         }
 }
 
-static int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
+int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};

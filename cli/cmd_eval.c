@@ -61,6 +61,28 @@ static int top_classes(const float *p, int64_t n, int64_t top, int64_t *order) {
     return shown;
 }
 
+void print_predictions(const Task *task, const RtDataset *part, int64_t first, const float *out, int64_t width,
+                       int64_t top, const char *name) {
+    bool classes = task->kind != TASK_REGRESSION && width == task->classes && width > 1;
+    printf("%-8s %-10s %s\n", "example", "target", classes ? "predicted  (top classes)" : name);
+    for (int64_t i = 0; i < part->n; i++) {
+        const float *p = out + i * width;
+        printf("%-8lld ", (long long)(first + i));
+        if (task->kind == TASK_REGRESSION) printf("%-10.4g", (double)part->t[i * part->tcols]);
+        else printf("%-10d", part->y[i]);
+        if (classes) {
+            int64_t order[256] = {0};
+            int shown = top_classes(p, width, top < 256 ? top : 256, order);
+            printf(" %-10lld", (long long)order[0]);
+            for (int k = 0; k < shown; k++) printf(" %lld:%.3f", (long long)order[k], (double)p[order[k]]);
+            if (order[0] != part->y[i]) printf("   (wrong)");
+        } else {
+            for (int64_t j = 0; j < width && j < 8; j++) printf(" %.4f", (double)p[j]);
+        }
+        printf("\n");
+    }
+}
+
 static int predict(Module *m, const EvalOptions *o) {
     Diag d;
     diag_init(&d, m->src, stderr);
@@ -90,24 +112,7 @@ static int predict(Module *m, const EvalOptions *o) {
     out = xmalloc(sizeof(float) * (size_t)(part.n * width + 1));
     data_batch(&task, &part, NULL, part.n, x, y);
     session_run(s, FN_FORWARD, (void *[]){x, out}, part.n);
-    bool classes = task.kind != TASK_REGRESSION && width == task.classes && width > 1;
-    printf("%-8s %-10s %s\n", "example", "target", classes ? "predicted  (top classes)" : oarg->name);
-    for (int64_t i = 0; i < part.n; i++) {
-        const float *p = out + i * width;
-        printf("%-8lld ", (long long)(o->first + i));
-        if (task.kind == TASK_REGRESSION) printf("%-10.4g", (double)part.t[i * part.tcols]);
-        else printf("%-10d", part.y[i]);
-        if (classes) {
-            int64_t order[256] = {0};
-            int shown = top_classes(p, width, o->top < 256 ? o->top : 256, order);
-            printf(" %-10lld", (long long)order[0]);
-            for (int k = 0; k < shown; k++) printf(" %lld:%.3f", (long long)order[k], (double)p[order[k]]);
-            if (order[0] != part.y[i]) printf("   (wrong)");
-        } else {
-            for (int64_t j = 0; j < width && j < 8; j++) printf(" %.4f", (double)p[j]);
-        }
-        printf("\n");
-    }
+    print_predictions(&task, &part, o->first, out, width, o->top, oarg->name);
     status = 0;
 done:
     free(x);

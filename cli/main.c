@@ -21,6 +21,7 @@ static void usage(FILE *out) {
           "       nnc tune FILE.nn --param lr=1e-4..1e-1:log --param batch=32,64 [--trials N]\n"
           "       nnc check FILE.nn [--batch N] [--samples N] [--tolerance X]\n"
           "       nnc bench FILE.nn [--batch N] [--threads N] [--json]\n"
+          "       nnc repl [FILE.nn] [--seed N] [--strict]\n"
           "       nnc help [COMMAND]\n"
           "       nnc --version\n"
           "\n"
@@ -37,6 +38,7 @@ static void usage(FILE *out) {
           "  tune     random search over hyper-parameters, scored on validation data\n"
           "  bench    compile time, training and inference speed, memory\n"
           "  check    compare every parameter's derived gradient with finite differences\n"
+          "  repl     load, train, inspect and edit a model interactively\n"
           "  help     show the options of a command\n"
           "\n"
           "Run 'nnc help COMMAND' for a command's options, 'man nnc' for all of them.\n",
@@ -51,7 +53,7 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, usage_train}, {"eval", cmd_eval, usage_eval},    {"predict", cmd_predict, usage_predict},
     {"tune", cmd_tune, usage_tune},    {"check", cmd_check, usage_check}, {"bench", cmd_bench, usage_bench},
-    {"compile", cmd_emit, usage_emit}, /* also what a file name as the first argument does */
+    {"repl", cmd_repl, usage_repl},    {"compile", cmd_emit, usage_emit}, /* also what a file name as the first argument does */
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -61,7 +63,7 @@ static const char *command_hint(const char *name, char *buf, size_t size) {
     for (int i = 0; i < NCOMMANDS; i++) names[i] = commands[i].name;
     names[NCOMMANDS] = "help";
     if (!*did_you_mean(name, names, NCOMMANDS + 1, buf, size))
-        snprintf(buf, size, "; the commands are compile, train, eval, predict, tune, check, bench and help");
+        snprintf(buf, size, "; the commands are compile, train, eval, predict, tune, check, bench, repl and help");
     return buf;
 }
 
