@@ -173,12 +173,12 @@ def pty_session(nnc, model, work):
         ("load-checkpoint ck.s\t\r", ["loaded ck.safetensors"], "Tab completes a file name"),
         # training on a terminal shows a live progress line, rewritten in place
         ("data limit 2000 val 200\r", ["data: 1800 training, 200 validation"], "data"),
-        ("train 20 steps\r", ["\r\x1b[K  epoch 1  1024/1280  loss ", "\r\x1b[Kepoch 1 (part)  loss "],
-         "a progress line after 16 batches gives way to the result"),
+        ("train 20 steps\r", ["\r\x1b[K  epoch 1  1280/1280  loss ", "\r\x1b[Kepoch 1 (part)  loss "],
+         "the progress line, drawn last at the end, gives way to the result"),
         # Ctrl-C drops the line at the prompt, and stops training without ending the session
         ("show h.b\x03show h.W\r", ["h.W : f32[784, 10]"], "Ctrl-C at the prompt"),
         # (long enough to be still running when the Ctrl-C comes)
-        ("train 100000 epochs\r", ["  epoch 2  1024/1800"], "a long training run", False),
+        ("train 100000 epochs\r", ["\r\x1b[K  epoch 2  "], "a long training run", False),
         ("\x03", ["interrupted"], "Ctrl-C stops training"),
     ]
     for keys, outputs, what, *prompt in steps:  # then the prompt again, unless (False) still running
