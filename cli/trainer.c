@@ -222,6 +222,7 @@ static int run(Loop *L, TrainResult *r) {
     int64_t steps_per_epoch = (train->n + L->batch - 1) / L->batch;
     float *spe = session_slot(L->s, "opt.steps_per_epoch");
     if (spe) *spe = (float)steps_per_epoch;
+    session_to_device(L->s); /* the pretrained weights, hyper-parameters and step count */
     /* A resumed run goes on with the epoch (and so the shuffling) where the
      * checkpoint's step count left off. */
     const float *step = session_slot(L->s, "opt.step");
@@ -266,6 +267,7 @@ static int run(Loop *L, TrainResult *r) {
             r->best_epoch = epoch + 1;
             r->val_loss = v.loss;
             r->val_score = score;
+            session_from_device(L->s);
             memcpy(best, L->s->state, state_bytes);
         }
         if (!c->quiet) {
@@ -283,6 +285,7 @@ static int run(Loop *L, TrainResult *r) {
     r->epochs = epoch - first_epoch;
     if (best && r->best_epoch > 0 && r->best_epoch != epoch) {
         memcpy(L->s->state, best, state_bytes);
+        session_to_device(L->s);
         if (!c->quiet) printf("kept the state of epoch %lld, the best on validation\n", (long long)r->best_epoch);
     }
     free(best);
