@@ -8,6 +8,13 @@
  *                                  1e-5) on random inputs of odd batch sizes
  *   test_cuda train FILE.nn...     on the GPU: 20 training steps in single
  *                                  precision agree with the CPU's
+ *   test_cuda emulate FILE.nn...   without a GPU: the generated kernels, built
+ *                                  by the host's C++ compiler against a small
+ *                                  emulation of CUDA's threads, warps and
+ *                                  shuffles (tests/cuda_emu.inc), with the
+ *                                  CPU's matrix products, agree with the CPU
+ *                                  backend in f64 (init, forward, gradient,
+ *                                  train step) at batch 1 and 37
  *
  * The GPU modes exit with 77, which ctest reports as skipped, when there is
  * no device. */
@@ -17,7 +24,11 @@
 #include "runtime/rng.h"
 #include "support/util.h"
 
+#include "runtime/nnrt.h"
+
+#include <dlfcn.h>
 #include <math.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,12 +235,165 @@ static void train(const char *file) {
     arena_free_all(&arena);
 }
 
+/* ---- emulated on the CPU ------------------------------------------------------------------------ */
+
+typedef struct Emu {
+    const KProgram *p;
+    CudaPlan *plan;
+    void *so;
+    void (*run)(void (*)(void **), void **, int);
+    void (**fns)(void **);
+} Emu;
+
+static bool emu_build(Emu *e, const KProgram *p, const char *dir) {
+    e->p = p;
+    e->plan = cuda_plan_program(p, p->name);
+    char src[512], so[512], cmd[2048];
+    snprintf(src, sizeof src, "%s/%s.cpp", dir, p->name);
+    snprintf(so, sizeof so, "%s/%s.so", dir, p->name);
+    FILE *f = fopen(src, "w");
+    if (!f) return false;
+    fprintf(f, "#include \"%s\"\n%s\n", NNC_CUDA_EMU, e->plan->source);
+    for (int i = 0; i < e->plan->nsteps; i++) {
+        const CudaStep *st = &e->plan->steps[i];
+        if (st->kind != CS_LAUNCH) continue;
+        fprintf(f, "extern \"C\" void run_%s(void **q) { %s(*(real **)q[0], *(real **)q[1]", st->fn, st->fn);
+        for (int a = 0; a < p->nargs; a++) fprintf(f, ", *(void **)q[%d]", 2 + a);
+        fprintf(f, ", *(long long *)q[%d], *(unsigned long long *)q[%d]); }\n", 2 + p->nargs, 3 + p->nargs);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -std=c++17 -O0 -w -shared -fPIC -pthread -o %s %s", NNC_CXX, so, src);
+    if (system(cmd) != 0) {
+        printf("FAIL: %s does not compile as C++\n", src);
+        return false;
+    }
+    e->so = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    if (!e->so) {
+        printf("FAIL: dlopen %s: %s\n", so, dlerror());
+        return false;
+    }
+    e->run = (void (*)(void (*)(void **), void **, int))dlsym(e->so, "emu_run");
+    e->fns = xcalloc((size_t)e->plan->nsteps + 1, sizeof(*e->fns));
+    for (int i = 0; i < e->plan->nsteps; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "run_%s", e->plan->steps[i].fn ? e->plan->steps[i].fn : "");
+        if (e->plan->steps[i].kind == CS_LAUNCH && !(e->fns[i] = (void (*)(void **))dlsym(e->so, name))) return false;
+    }
+    return e->run != NULL;
+}
+
+static void emu_free(Emu *e) {
+    if (e->so) dlclose(e->so);
+    free(e->fns);
+    cuda_plan_free(e->plan);
+}
+
+static double *emu_addr(const KProgram *p, double *state, double *ws, void **args, int buf, int64_t batch) {
+    const KBuf *b = &p->bufs[kprog_root_buf(p, buf)];
+    switch (b->kind) {
+    case KB_STATE: return state + b->offset.c0;
+    case KB_WORK: return ws + npoly_eval(b->offset, batch);
+    default: return args[b->arg];
+    }
+}
+
+/* One run of an f64 program: launches emulated, products by the CPU runtime. */
+static double emu_program(Emu *e, double *state, void **args, int64_t batch, uint64_t seed) {
+    const KProgram *p = e->p;
+    int64_t words = npoly_eval(p->workspace, batch);
+    double *ws = xcalloc((size_t)words + 8, sizeof(double));
+    long long N = batch;
+    unsigned long long sd = seed;
+    void **q = xcalloc((size_t)p->nargs + 4, sizeof(void *));
+    q[0] = &state;
+    q[1] = &ws;
+    for (int a = 0; a < p->nargs; a++) q[2 + a] = &args[a];
+    q[2 + p->nargs] = &N;
+    q[3 + p->nargs] = &sd;
+    for (int i = 0; i < e->plan->nsteps; i++) {
+        const CudaStep *st = &e->plan->steps[i];
+        if (st->kind == CS_LAUNCH) {
+            e->run(e->fns[i], q, st->warp);
+            continue;
+        }
+        const KGemm *g = &p->kernels[st->kernel].gemm;
+        double *A = emu_addr(p, state, ws, args, g->a, batch), *B = emu_addr(p, state, ws, args, g->b, batch);
+        double *C = emu_addr(p, state, ws, args, g->c, batch);
+#define EV(x) cuda_eval_int(x, batch)
+        if (g->count)
+            nnrt_dgemm_batched(EV(g->count), g->ta, g->tb, EV(g->m), EV(g->n), EV(g->k), g->alpha, A, EV(g->lda),
+                               EV(g->stride_a), B, EV(g->ldb), EV(g->stride_b), g->beta, C, EV(g->ldc), EV(g->stride_c));
+        else
+            nnrt_dgemm(g->ta, g->tb, EV(g->m), EV(g->n), EV(g->k), g->alpha, A, EV(g->lda), B, EV(g->ldb), g->beta, C,
+                       EV(g->ldc));
+#undef EV
+    }
+    double loss = p->result_buf >= 0 ? *emu_addr(p, state, ws, args, p->result_buf, batch) : 0;
+    free(q);
+    free(ws);
+    return loss;
+}
+
+static void emulate(const char *file, const char *dir) {
+    static const int64_t batches[] = {1, 37};
+    Arena arena = {0};
+    Module *m = load(&arena, file);
+    unsigned fns = FN_BIT(FN_FORWARD) | FN_BIT(FN_INIT) | (m->grad ? FN_BIT(FN_GRAD) | FN_BIT(FN_TRAIN) : 0);
+    Session *cpu = make(m, false, fns, true, 37, 5);
+    Emu emu[FN_COUNT] = {{0}};
+    for (int k = 0; k < FN_COUNT; k++)
+        if ((fns & FN_BIT(k)) && !emu_build(&emu[k], cpu->prog[k], dir)) {
+            failures++;
+            return;
+        }
+    size_t bytes = sizeof(double) * ((size_t)m->state_size + 1);
+    double *state = xcalloc(1, bytes), *initial = xmalloc(bytes);
+    memcpy(initial, cpu->state, bytes - sizeof(double));
+    emu_program(&emu[FN_INIT], state, NULL, 0, 5);
+    printf("%s (emulated):\n", file);
+    expect("initial state", file, worst_rel(cpu->state, state, m->state_size, true, false), 1e-12);
+    for (int b = 0; b < 2; b++) {
+        int64_t batch = batches[b];
+        printf(" batch %lld\n", (long long)batch);
+        for (int k = FN_FORWARD; k <= FN_TRAIN; k++) {
+            if (!(fns & FN_BIT(k))) continue;
+            const KProgram *p = cpu->prog[k];
+            memcpy(cpu->state, initial, bytes - sizeof(double));
+            memcpy(state, initial, bytes - sizeof(double));
+            void **a1 = random_args(p, batch, 11 + (uint64_t)b, true), **a2 = clone_args(p, a1, batch, true);
+            double l1 = session_run(cpu, (FnKind)k, a1, batch), l2 = emu_program(&emu[k], state, a2, batch, 0);
+            compare_outputs(file, p, a1, a2, batch, true, 1e-9);
+            if (p->result_buf >= 0) expect("loss", file, worst_rel(&l1, &l2, 1, true, false), 1e-9);
+            if (k == FN_TRAIN)
+                expect("state after a step", file, worst_rel(cpu->state, state, m->state_size, true, false), 1e-9);
+            for (int a = 0; a < p->nargs; a++) free(a1[a]), free(a2[a]);
+            free(a1);
+            free(a2);
+        }
+    }
+    for (int k = 0; k < FN_COUNT; k++) emu_free(&emu[k]);
+    free(state);
+    free(initial);
+    session_destroy(cpu);
+    arena_free_all(&arena);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: test_cuda compile|ops|train FILE.nn...\n");
         return 2;
     }
     if (strcmp(argv[1], "compile") == 0) return compile_all(argc - 2, argv + 2);
+    if (strcmp(argv[1], "emulate") == 0) {
+        char dir[] = "/tmp/nnc-cuda-emu-XXXXXX";
+        if (!mkdtemp(dir)) return 1;
+        for (int f = 2; f < argc; f++) emulate(argv[f], dir);
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
+        printf("%s\n", failures ? "FAILED" : "all agree");
+        return failures ? 1 : 0;
+    }
     int arch;
     char name[256], err[1024];
     if (nnrt_cuda_device(&arch, name, sizeof name, err, sizeof err) != 0) {

@@ -368,6 +368,17 @@ static void emit_seq(Ce *e, const KsBlock *b, int depth) {
     }
 }
 
+/* Statement s on lane 0 alone, its stores seen by the other lanes after it. */
+static void emit_on_lane0(Ce *e, const Ks *s, int depth) {
+    ind(e, depth);
+    fputs("if (lane == 0) {\n", e->out);
+    emit_seq(e, &(KsBlock){.items = (Ks **)&s, .n = 1}, depth + 1);
+    ind(e, depth);
+    fputs("}\n", e->out);
+    ind(e, depth);
+    fputs("__syncwarp();\n", e->out);
+}
+
 /* Statements run by the 32 lanes of a warp together: scalars hold the same
  * value in every lane between statements. */
 static void emit_warp(Ce *e, const KsBlock *b, int depth) {
@@ -380,13 +391,7 @@ static void emit_warp(Ce *e, const KsBlock *b, int depth) {
             continue;
         }
         if (s->kind == KS_STORE) {
-            ind(e, depth);
-            fputs("if (lane == 0) {\n", out);
-            emit_seq(e, &(KsBlock){.items = (Ks **)&b->items[i], .n = 1}, depth + 1);
-            ind(e, depth);
-            fputs("}\n", out);
-            ind(e, depth);
-            fputs("__syncwarp();\n", out);
+            emit_on_lane0(e, s, depth);
             continue;
         }
         if (reduction_ops(e, s, ops)) {
@@ -418,13 +423,7 @@ static void emit_warp(Ce *e, const KsBlock *b, int depth) {
             fputs("__syncwarp();\n", out);
         } else {
             /* In order, on lane 0; then every scalar it set is sent to the others. */
-            ind(e, depth);
-            fputs("if (lane == 0) {\n", out);
-            emit_seq(e, &(KsBlock){.items = (Ks **)&b->items[i], .n = 1}, depth + 1);
-            ind(e, depth);
-            fputs("}\n", out);
-            ind(e, depth);
-            fputs("__syncwarp();\n", out);
+            emit_on_lane0(e, s, depth);
             Counts c = counts_of(e, s);
             for (int l = 0; l < e->p->nlocals; l++)
                 if ((c.decls[l] || c.updates[l]) && c.refs[l] != e->refs[l])
