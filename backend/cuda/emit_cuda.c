@@ -18,7 +18,9 @@ typedef struct Ce {
     FILE *out;
     const KProgram *p;
     const Kernel *k;
-    int *refs; /* per local: references (declarations, updates, reads) in the kernel */
+    int *refs;      /* per local: references (declarations, updates, reads) in the kernel */
+    bool *constant; /* per local: the same in every thread (see find_constants) */
+    bool *stored;   /* per root buffer: written by the kernel */
 } Ce;
 
 /* ---- analysis ----------------------------------------------------------------------------- */
@@ -436,21 +438,43 @@ static void emit_warp(Ce *e, const KsBlock *b, int depth) {
 
 /* ---- launches ----------------------------------------------------------------------------- */
 
-/* A local declared once at the top of the kernel from constants, N and the
- * seed, never changed: every launch of the kernel computes it itself. */
-static bool constant_local(const Ce *e, const Ks *s) {
-    if (s->kind != KS_DECL || kx_has(s->value, KX_LOAD, -1) || kx_has(s->value, KX_LOCAL, -1)) return false;
-    Counts c = counts_of(e, s);
-    int decls = 0, updates = 0;
-    for (int i = 0; i < e->k->body.n; i++) {
-        Counts d = counts_of(e, e->k->body.items[i]);
-        decls += d.decls[s->var];
-        updates += d.updates[s->var];
-        counts_free(&d);
-    }
-    counts_free(&c);
-    return decls == 1 && updates == 0;
+static bool uniform_kx(const Ce *e, const Kx *x) {
+    if (!x) return true;
+    if (x->op == KX_VAR) return false;
+    if (x->op == KX_LOCAL && !e->constant[x->i]) return false;
+    if (x->op == KX_LOAD && e->stored[kprog_root_buf(e->p, (int)x->i)]) return false;
+    return uniform_kx(e, x->a) && uniform_kx(e, x->b) && uniform_kx(e, x->c);
 }
+
+static void mark_stored(const KProgram *p, const KsBlock *b, bool *stored) {
+    for (int i = 0; i < b->n; i++) {
+        const Ks *s = b->items[i];
+        if (s->kind == KS_STORE) stored[kprog_root_buf(p, s->buf)] = true;
+        if (s->kind == KS_FOR) mark_stored(p, &s->body, stored);
+    }
+}
+
+/* The constant scalars of a kernel: declared once at its top from
+ * constants, N, the seed, other constant scalars and buffers the kernel
+ * does not write (an optimizer's step size), never changed. Every launch of
+ * the kernel computes them itself, so that they tie no statements together. */
+static void find_constants(Ce *e) {
+    const KsBlock *b = &e->k->body;
+    size_t n = (size_t)e->p->nlocals + 1;
+    int *decls = xcalloc(n, sizeof(int)), *updates = xcalloc(n, sizeof(int)), *refs = xcalloc(n, sizeof(int));
+    for (int i = 0; i < b->n; i++) count_stmt(b->items[i], refs, decls, updates);
+    mark_stored(e->p, b, e->stored);
+    for (int i = 0; i < b->n; i++) {
+        const Ks *s = b->items[i];
+        if (s->kind == KS_DECL && decls[s->var] == 1 && updates[s->var] == 0 && uniform_kx(e, s->value))
+            e->constant[s->var] = true;
+    }
+    free(decls);
+    free(updates);
+    free(refs);
+}
+
+static bool constant_local(const Ce *e, const Ks *s) { return s->kind == KS_DECL && e->constant[s->var]; }
 
 static void mark_roots(const KProgram *p, const Kx *x, bool *used) {
     if (!x) return;
@@ -473,8 +497,10 @@ static void mark_block_roots(const KProgram *p, const KsBlock *b, bool *used) {
 
 static const char *elem_type(const KBuf *b) { return b->dtype == DT_I32 ? "int" : "real"; }
 
-/* The function's head and the addresses of the buffers `body` touches. */
-static void emit_prologue(Ce *e, const char *name, const KsBlock *body) {
+/* The function's head and the addresses of the buffers the kernel touches
+ * (its constant scalars may read some the launch's statements do not). */
+static void emit_prologue(Ce *e, const char *name) {
+    const KsBlock *body = &e->k->body;
     FILE *out = e->out;
     const KProgram *p = e->p;
     fprintf(out, "extern \"C\" __global__ void __launch_bounds__(%d) %s(real *state, real *ws", CUDA_BLOCK, name);
@@ -497,12 +523,8 @@ static void emit_prologue(Ce *e, const char *name, const KsBlock *body) {
     }
     free(used);
     fputs("    (void)state; (void)ws; (void)N; (void)seed;\n", out);
-    if (p->nlocals) {
-        fputs("    real", out);
-        for (int l = 0; l < p->nlocals; l++) fprintf(out, "%s s%d = 0", l ? "," : "", l);
-        fputs(";\n", out);
-        for (int l = 0; l < p->nlocals; l++) fprintf(out, "    (void)s%d;\n", l);
-    }
+    for (int l = 0; l < p->nlocals; l++)
+        if (e->refs[l]) fprintf(out, "    real s%d = 0;\n    (void)s%d;\n", l, l);
     /* the kernel's constant scalars */
     for (int i = 0; i < e->k->body.n; i++)
         if (constant_local(e, e->k->body.items[i]))
@@ -561,7 +583,7 @@ static void plan_group(Ce *e, CudaPlan *plan, Ks **items, int n, const char *nam
     st.warp = st.nextents == 0 || wants_warp(e, &body);
 
     FILE *out = e->out;
-    emit_prologue(e, name, &(KsBlock){.items = items, .n = n});
+    emit_prologue(e, name);
     fputs("    const long long rows = 1LL", out);
     for (int i = 0; i < st.nextents; i++) {
         fputs(" * ", out);
@@ -576,7 +598,7 @@ static void plan_group(Ce *e, CudaPlan *plan, Ks **items, int n, const char *nam
         fputs("    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < rows;\n"
               "         t += (long long)gridDim.x * blockDim.x) {\n", out);
     }
-    fputs("        long long r = t;\n        (void)r;\n", out);
+    if (st.nextents) fputs("        long long r = t;\n", out);
     for (int i = st.nextents - 1; i >= 0; i--) {
         fprintf(out, "        const long long i%d = r %% ", vars[i]);
         emit_x(e, st.extents[i]);
@@ -601,9 +623,7 @@ static void plan_kernel(Ce *e, CudaPlan *plan, const char *prefix) {
     const KsBlock *b = &e->k->body;
     int nl = e->p->nlocals;
     size_t n = (size_t)nl + 1;
-    bool *constant = xcalloc(n, sizeof(bool));
-    for (int i = 0; i < b->n; i++)
-        if (constant_local(e, b->items[i])) constant[b->items[i]->var] = true;
+    const bool *constant = e->constant;
     /* last[l]: the last top-level statement that touches local l */
     int *last = xmalloc(sizeof(int) * n);
     for (int l = 0; l < nl; l++) last[l] = -1;
@@ -632,7 +652,6 @@ static void plan_kernel(Ce *e, CudaPlan *plan, const char *prefix) {
         free(name);
         i = end + 1;
     }
-    free(constant);
     free(last);
 }
 
@@ -672,12 +691,17 @@ CudaPlan *cuda_plan_program(const KProgram *p, const char *prefix) {
         }
         e.k = kn;
         e.refs = xcalloc((size_t)p->nlocals + 1, sizeof(int));
+        e.constant = xcalloc((size_t)p->nlocals + 1, sizeof(bool));
+        e.stored = xcalloc((size_t)p->nbufs + 1, sizeof(bool));
+        find_constants(&e);
         for (int i = 0; i < kn->body.n; i++) count_stmt(kn->body.items[i], e.refs, NULL, NULL);
         fprintf(out, "/* kernel %d: %s */\n", k, kn->name ? kn->name : "");
         char name[64];
         snprintf(name, sizeof name, "%s_k%d", prefix, k);
         plan_kernel(&e, plan, name);
         free(e.refs);
+        free(e.constant);
+        free(e.stored);
     }
     fclose(out);
     plan->source = text;
