@@ -235,7 +235,7 @@ static bool create(Session *s, CudaSession *c, int arch, bool tf32) {
     /* cuBLAS must not allocate while a graph is being recorded. */
     CK(cudaMalloc, (&c->blas_ws, BLAS_WORKSPACE));
     BLAS(cublasSetWorkspace, (c->blas, c->blas_ws, BLAS_WORKSPACE));
-    BLAS(cublasSetMathMode, (c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+    BLAS(cublasSetMathMode, (c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     CK(cudaMallocHost, (&c->loss, sizeof(double)));
     CK(cudaMalloc, (&c->state, (size_t)s->m->state_size * c->real + 64));
     CK(cudaMemset, (c->state, 0, (size_t)s->m->state_size * c->real + 64));

@@ -1,8 +1,8 @@
 #!/bin/sh
 # cuda-pack.sh - builds the CUDA configuration here and packs what a GPU
 # machine without nnc's build dependencies (LLVM 19, libcjson) needs to run
-# it: nnc, test_cuda and those shared libraries, in build-cuda/gpu-pack.tar.zst
-# (an ignored path, about 40 MB: small enough to carry to the machine).
+# it: nnc, test_cuda and those shared libraries, in build-cuda/gpu-pack.tar.xz
+# (an ignored path, about 35 MB: small enough to carry to the machine).
 # scripts/cuda-check.sh uses the pack when it cannot build there.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,5 +15,5 @@ for lib in libLLVM libz3 libcjson; do
     path=$(ldd build-cuda/nnc | awk -v l="$lib" 'index($1, l) == 1 {print $3}')
     [ -n "$path" ] && cp -L "$path" build-cuda/gpu-pack/lib/
 done
-tar -C build-cuda -cf - gpu-pack | zstd -T2 -12 -q -f -o build-cuda/gpu-pack.tar.zst
-ls -l build-cuda/gpu-pack.tar.zst
+tar -C build-cuda -cf - gpu-pack | xz -T2 -6 >build-cuda/gpu-pack.tar.xz
+ls -l build-cuda/gpu-pack.tar.xz

@@ -85,6 +85,7 @@ static int compile_all(int n, char **files) {
         printf("%s: %d programs compiled for sm_90\n", files[f], programs);
         arena_free_all(&arena);
     }
+    printf("%s\n", failures ? "FAILED" : "all compile");
     return failures ? 1 : 0;
 }
 
