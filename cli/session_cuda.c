@@ -8,10 +8,11 @@
  * state is the one that counts: the host copy in Session.state is brought
  * up to date by session_from_device and sent back by session_to_device.
  *
- * A run of a program at a batch size is recorded once as a CUDA graph:
- * the copies of the inputs from pinned host buffers, every launch and
- * cuBLAS call, and the copies of the outputs and the loss back; later runs
- * at that size replay it (NNC_CUDA_GRAPHS=0 launches each step instead).
+ * A run of a program at a batch size is recorded once as a CUDA graph (the
+ * second run: see launch): the copies of the inputs from pinned host
+ * buffers, every launch and cuBLAS call, and the copies of the outputs and
+ * the loss back; later runs at that size replay it (NNC_CUDA_GRAPHS=0
+ * launches each step instead).
  * Every CUDA and cuBLAS call is checked; a failure while a program runs is
  * reported with the call and the message, and ends the process (the
  * programs' callers have no error path, and the device state is then
@@ -40,6 +41,8 @@ typedef struct DevProg {
         cudaGraphExec_t exec;
     } graphs[MAX_GRAPHS];
     int ngraphs;
+    int64_t seen[MAX_GRAPHS]; /* batch sizes run once (see launch) */
+    int nseen;
 } DevProg;
 
 struct CudaSession {
@@ -220,6 +223,7 @@ static bool graph_for(CudaSession *c, const KProgram *p, DevProg *dp, int64_t ba
 static void drop_graphs(DevProg *dp) {
     for (int i = 0; i < dp->ngraphs; i++) cudaGraphExecDestroy(dp->graphs[i].exec);
     dp->ngraphs = 0;
+    dp->nseen = 0;
 }
 
 /* ---- the session ---------------------------------------------------------------------------- */
@@ -338,8 +342,14 @@ bool cuda_session_reserve(Session *s, int64_t batch, int64_t words) {
     return false;
 }
 
+/* The first run at a batch size goes step by step (cuBLAS and the driver
+ * load what they need then, outside any recording); the second records the
+ * graph that later runs replay. */
 static bool launch(CudaSession *c, const KProgram *p, DevProg *dp, int64_t batch, uint64_t seed, bool graph) {
-    if (!graph) return enqueue_run(c, p, dp, batch, seed);
+    bool seen = false;
+    for (int i = 0; i < dp->nseen && !seen; i++) seen = dp->seen[i] == batch;
+    if (graph && !seen && dp->nseen < MAX_GRAPHS) dp->seen[dp->nseen++] = batch;
+    if (!graph || !seen) return enqueue_run(c, p, dp, batch, seed);
     cudaGraphExec_t exec;
     if (!graph_for(c, p, dp, batch, &exec)) return false;
     CK(cudaGraphLaunch, (exec, c->stream));

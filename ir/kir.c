@@ -226,3 +226,22 @@ void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumula
     s->value = value;
     s->accumulate = accumulate;
 }
+
+static void mark_kx_roots(const KProgram *p, const Kx *x, bool *used) {
+    if (!x) return;
+    if (x->op == KX_LOAD) used[kprog_root_buf(p, (int)x->i)] = true;
+    mark_kx_roots(p, x->a, used);
+    mark_kx_roots(p, x->b, used);
+    mark_kx_roots(p, x->c, used);
+}
+
+void kblock_mark_roots(const KProgram *p, const KsBlock *b, bool *used) {
+    for (int i = 0; i < b->n; i++) {
+        const Ks *s = b->items[i];
+        mark_kx_roots(p, s->extent, used);
+        mark_kx_roots(p, s->value, used);
+        mark_kx_roots(p, s->index, used);
+        if (s->kind == KS_STORE) used[kprog_root_buf(p, s->buf)] = true;
+        if (s->kind == KS_FOR) kblock_mark_roots(p, &s->body, used);
+    }
+}

@@ -198,6 +198,8 @@ void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumula
 
 /* The storage buffer behind a view chain. */
 int kprog_root_buf(const KProgram *p, int buf);
+/* Sets used[root] for every root buffer that block b loads or stores. */
+void kblock_mark_roots(const KProgram *p, const KsBlock *b, bool *used);
 
 void kprog_print(FILE *out, const KProgram *p);
 

@@ -476,25 +476,6 @@ static void find_constants(Ce *e) {
 
 static bool constant_local(const Ce *e, const Ks *s) { return s->kind == KS_DECL && e->constant[s->var]; }
 
-static void mark_roots(const KProgram *p, const Kx *x, bool *used) {
-    if (!x) return;
-    if (x->op == KX_LOAD) used[kprog_root_buf(p, (int)x->i)] = true;
-    mark_roots(p, x->a, used);
-    mark_roots(p, x->b, used);
-    mark_roots(p, x->c, used);
-}
-
-static void mark_block_roots(const KProgram *p, const KsBlock *b, bool *used) {
-    for (int i = 0; i < b->n; i++) {
-        const Ks *s = b->items[i];
-        mark_roots(p, s->extent, used);
-        mark_roots(p, s->value, used);
-        mark_roots(p, s->index, used);
-        if (s->kind == KS_STORE) used[kprog_root_buf(p, s->buf)] = true;
-        if (s->kind == KS_FOR) mark_block_roots(p, &s->body, used);
-    }
-}
-
 static const char *elem_type(const KBuf *b) { return b->dtype == DT_I32 ? "int" : "real"; }
 
 /* The function's head and the addresses of the buffers the kernel touches
@@ -507,7 +488,7 @@ static void emit_prologue(Ce *e, const char *name) {
     for (int a = 0; a < p->nargs; a++) fprintf(out, ", void *a%d", a);
     fputs(", long long N, unsigned long long seed) {\n", out);
     bool *used = xcalloc((size_t)p->nbufs + 1, sizeof(bool));
-    mark_block_roots(p, body, used);
+    kblock_mark_roots(p, body, used);
     for (int b = 0; b < p->nbufs; b++) {
         if (!used[b]) continue;
         const KBuf *bf = &p->bufs[b];
