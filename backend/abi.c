@@ -84,16 +84,19 @@ static int64_t param_prefix(const Module *m) {
     return end;
 }
 
-/* The workspace of the largest program, in floats, as c1*N + c0. */
-static NPoly max_workspace(const AbiModel *a) {
+/* The workspace that every program fits, in floats: the largest of these
+ * terms c0 + c1*N (*n of them, in the arena). */
+static NPoly *max_workspace(const AbiModel *a, Arena *ar, int *n) {
     const KProgram *progs[] = {a->forward, a->eval, a->train};
-    NPoly w = {0, 0};
-    for (int i = 0; i < 3; i++) {
-        if (!progs[i]) continue;
-        if (progs[i]->workspace.c0 > w.c0) w.c0 = progs[i]->workspace.c0;
-        if (progs[i]->workspace.c1 > w.c1) w.c1 = progs[i]->workspace.c1;
-    }
-    return w;
+    int total = 0;
+    for (int i = 0; i < 3; i++)
+        if (progs[i]) total += progs[i]->nworkspace;
+    NPoly *terms = ARENA_ARRAY(ar, NPoly, total + 1);
+    total = 0;
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; progs[i] && k < progs[i]->nworkspace; k++) terms[total++] = progs[i]->workspace[k];
+    *n = npoly_envelope(terms, total);
+    return terms;
 }
 
 /* ---- the header ---------------------------------------------------------------------------- */
@@ -284,12 +287,21 @@ void abi_write_glue(FILE *out, const AbiModel *a, AbiTarget target, const char *
     write_tensor_table(out, m, tensor_type, arena_printf(&ar, "%s__io_tensors", n));
     if (a->weights) write_weights(out, m, a->weights);
 
-    NPoly ws = max_workspace(a);
+    int nterms;
+    const NPoly *ws = max_workspace(a, &ar, &nterms);
     fprintf(out, "%ssize_t %s_state_size(void) { return %s_STATE_SIZE; }\n\n", export, n, M);
+    /* the largest of the terms: regions of the workspace are shared, and
+     * which term is largest depends on the batch size */
     fprintf(out, "%ssize_t %s_workspace_size(int64_t batch) {\n"
                  "    if (batch < 1) batch = 1;\n"
-                 "    return (size_t)(%lld * batch + %lld) * sizeof(float);\n}\n\n",
-            export, n, (long long)ws.c1, (long long)ws.c0);
+                 "    int64_t floats = 0;\n",
+            export, n);
+    for (int i = 0; i < nterms; i++) {
+        const char *term = ws[i].c1 ? arena_printf(&ar, "%lld * batch + %lld", (long long)ws[i].c1, (long long)ws[i].c0)
+                                    : arena_printf(&ar, "%lld", (long long)ws[i].c0);
+        fprintf(out, "    if (%s > floats) floats = %s;\n", term, term);
+    }
+    fprintf(out, "    return (size_t)floats * sizeof(float);\n}\n\n");
     fprintf(out, "%sconst %s_tensor *%s_tensors(int *count) {\n"
                  "    if (count) *count = %d;\n    return %s__tensors;\n}\n\n",
             export, n, n, m->nslots, n);

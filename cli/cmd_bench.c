@@ -6,8 +6,11 @@
  *   memory            the state, the workspace, and the process's peak
  *
  * Batches are random and made before timing (the data pipeline is not what
- * is measured); each figure is the median of --repeat timed runs, after a
- * warm-up. --json writes one object for scripts (bench/). */
+ * is measured): --batches N makes N different ones, which the timed calls
+ * take in turn, as training takes a stream of batches. Each figure is the
+ * median of --repeat timed runs, after a warm-up, with the floating-point
+ * operations of its matrix products (gemm kernels) beside it. --json writes
+ * one object for scripts (bench/compare.py); --only measures some figures. */
 #include "cli/commands.h"
 #include "cli/driver.h"
 #include "runtime/nnrt.h"
@@ -19,6 +22,9 @@
 #include <string.h>
 #include <sys/resource.h>
 
+/* The most input data --batches makes for one figure: 64 MiB. */
+#define BENCH_DATA_BYTES (64ll << 20)
+
 void usage_bench(FILE *out) {
     fputs("usage: nnc bench FILE.nn [options]\n"
           "\n"
@@ -26,9 +32,12 @@ void usage_bench(FILE *out) {
           "\n"
           "  --batch N        training batch (default: the train statement's)\n"
           "  --big N          the large inference batch (default 1024)\n"
-          "  --threads N      threads (default: OpenBLAS's default)\n"
+          "  --threads N      threads (default: every core)\n"
           "  --repeat N       timed runs per figure; the median is reported (default 5)\n"
           "  --time S         seconds each timed run lasts at least (default 0.2)\n"
+          "  --batches N      different random batches the calls take in turn (default 1;\n"
+          "                   fewer where N of them would pass 64 MiB of inputs)\n"
+          "  --only LIST      measure only these figures: train, forward1, big (comma-separated)\n"
           "  --json           one JSON object instead of text\n"
           "  --profile        where a train step's time goes, kernel by kernel (a build\n"
           "                   of the step that times its kernels; other figures are skipped)\n"
@@ -37,10 +46,13 @@ void usage_bench(FILE *out) {
           out);
 }
 
+enum { FIG_TRAIN = 1, FIG_FORWARD1 = 2, FIG_BIG = 4, FIG_ALL = 7 };
+
 typedef struct BenchOptions {
-    int64_t batch, big, repeat;
+    int64_t batch, big, repeat, batches;
     double seconds;
     int threads;
+    unsigned figures; /* FIG_ bits */
     bool json, profile;
 } BenchOptions;
 
@@ -49,85 +61,157 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Arguments of program k: random inputs, labels in range, output buffers. */
-static void **make_args(const KProgram *p, int64_t batch, uint64_t key, int64_t classes) {
-    void **args = xcalloc((size_t)p->nargs + 1, sizeof(void *));
-    for (int a = 0; a < p->nargs; a++) {
-        int64_t c0, c1;
-        type_numel(&p->args[a].type, &c0, &c1);
-        int64_t n = c0 + c1 * batch;
-        if (p->args[a].type.dtype == DT_I32) {
-            int32_t *y = xmalloc(sizeof(int32_t) * (size_t)(n + 1));
-            for (int64_t i = 0; i < n; i++) y[i] = (int32_t)nnrt_rand_below(key + (uint64_t)a, (uint64_t)i, (uint64_t)classes);
-            args[a] = y;
-        } else {
-            float *x = xmalloc(sizeof(float) * (size_t)(n + 1));
-            for (int64_t i = 0; i < n; i++) x[i] = (float)nnrt_rand_uniform(key + (uint64_t)a, (uint64_t)i);
-            args[a] = x;
+/* `n` argument lists for program k at `batch`: random inputs (uniform in
+ * (0, 1)) and labels in range, different in every list; the outputs are
+ * shared, as a caller reuses its output buffer. */
+typedef struct Batches {
+    void ***args;
+    int64_t n;
+} Batches;
+
+static Batches make_batches(const KProgram *p, int64_t batch, int64_t n, uint64_t key, int64_t classes) {
+    Batches b = {xcalloc((size_t)n, sizeof(void **)), n};
+    for (int64_t j = 0; j < n; j++) {
+        void **args = b.args[j] = xcalloc((size_t)p->nargs + 1, sizeof(void *));
+        for (int a = 0; a < p->nargs; a++) {
+            int64_t c0, c1;
+            type_numel(&p->args[a].type, &c0, &c1);
+            int64_t size = c0 + c1 * batch;
+            if (j > 0 && p->args[a].role == ARG_OUTPUT) {
+                args[a] = b.args[0][a];
+                continue;
+            }
+            uint64_t k = key + 1000 * (uint64_t)j + (uint64_t)a;
+            if (p->args[a].type.dtype == DT_I32) {
+                int32_t *y = xmalloc(sizeof(int32_t) * (size_t)(size + 1));
+                for (int64_t i = 0; i < size; i++) y[i] = (int32_t)nnrt_rand_below(k, (uint64_t)i, (uint64_t)classes);
+                args[a] = y;
+            } else {
+                float *x = xmalloc(sizeof(float) * (size_t)(size + 1));
+                for (int64_t i = 0; i < size; i++) x[i] = (float)nnrt_rand_uniform(k, (uint64_t)i);
+                args[a] = x;
+            }
         }
     }
-    return args;
+    return b;
 }
 
-static void free_args(const KProgram *p, void **args) {
-    for (int a = 0; a < p->nargs; a++) free(args[a]);
-    free(args);
+static void free_batches(const KProgram *p, Batches b) {
+    for (int64_t j = 0; j < b.n; j++) {
+        for (int a = 0; a < p->nargs; a++)
+            if (j == 0 || p->args[a].role != ARG_OUTPUT) free(b.args[j][a]);
+        free(b.args[j]);
+    }
+    free(b.args);
 }
 
-/* Seconds per call of program k on `args`: the median of `repeat` runs, each
- * calling it enough times to last `seconds`. */
-static double time_calls(Session *s, FnKind k, void **args, int64_t batch, const BenchOptions *o) {
-    for (int i = 0; i < 3; i++) session_run(s, k, args, batch); /* warm up */
+/* How many batches of `batch` --batches asks for, within BENCH_DATA_BYTES
+ * of inputs and targets (4 bytes an element, f32 or i32). */
+static int64_t batch_count(const KProgram *p, int64_t batch, int64_t asked) {
+    int64_t bytes = 0;
+    for (int a = 0; a < p->nargs; a++) {
+        if (p->args[a].role == ARG_OUTPUT) continue;
+        int64_t c0, c1;
+        type_numel(&p->args[a].type, &c0, &c1);
+        bytes += 4 * (c0 + c1 * batch);
+    }
+    int64_t fit = bytes > 0 ? BENCH_DATA_BYTES / bytes : asked;
+    if (fit < 1) fit = 1;
+    return asked < fit ? asked : fit;
+}
+
+/* Seconds per call of program k: the median of `repeat` runs, each calling
+ * it enough times to last `seconds`, the calls taking the batches in turn. */
+static double time_calls(Session *s, FnKind k, Batches b, int64_t batch, const BenchOptions *o) {
+    int64_t next = 0;
+#define CALL() (session_run(s, k, b.args[next], batch), next = next + 1 == b.n ? 0 : next + 1)
+    for (int i = 0; i < 3; i++) CALL(); /* warm up */
     double t0 = now_seconds();
     int64_t calls = 0;
     while (now_seconds() - t0 < o->seconds / 4 || calls < 3) {
-        session_run(s, k, args, batch);
+        CALL();
         calls++;
     }
-    int64_t per_run = (int64_t)((double)calls * o->seconds / (now_seconds() - t0 + 1e-9)) * 4 + 1;
+    /* the calibration's rate times `seconds`: each timed run lasts about `seconds` */
+    int64_t per_run = (int64_t)((double)calls * o->seconds / (now_seconds() - t0 + 1e-9)) + 1;
     double *runs = xmalloc(sizeof(double) * (size_t)o->repeat);
     for (int64_t r = 0; r < o->repeat; r++) {
         double start = now_seconds();
-        for (int64_t i = 0; i < per_run; i++) session_run(s, k, args, batch);
+        for (int64_t i = 0; i < per_run; i++) CALL();
         runs[r] = (now_seconds() - start) / (double)per_run;
     }
+#undef CALL
     qsort(runs, (size_t)o->repeat, sizeof(double), cmp_double);
     double median = runs[o->repeat / 2];
     free(runs);
     return median;
 }
 
+/* One figure: seconds per call, the batches it took, its gemm FLOPs per call. */
+typedef struct Figure {
+    bool measured;
+    double seconds, flops;
+    int64_t batch, batches;
+} Figure;
+
+static Figure measure(Session *s, FnKind k, int64_t batch, uint64_t key, int64_t classes, const BenchOptions *o) {
+    Figure f = {.measured = true, .batch = batch};
+    f.batches = batch_count(s->prog[k], batch, o->batches);
+    Batches b = make_batches(s->prog[k], batch, f.batches, key, classes);
+    f.seconds = time_calls(s, k, b, batch, o);
+    free_batches(s->prog[k], b);
+    f.flops = kprog_gemm_flops(s->prog[k], batch);
+    return f;
+}
+
+static void json_number(const char *key, bool known, double v, const char *fmt) {
+    printf(", \"%s\": ", key);
+    if (known) printf(fmt, v);
+    else fputs("null", stdout);
+}
+
+/* "0.42 GFLOP/s in gemm" beside a figure, when its products are counted. */
+static void print_gemm_rate(const Figure *f) {
+    if (f->flops > 0) printf("  (%.3g MFLOP of gemm a call, %.1f GFLOP/s)", f->flops / 1e6, f->flops / f->seconds / 1e9);
+    printf("\n");
+}
+
+/* The classes of the model's label target, so random labels are in range. */
+static int64_t model_classes(const Module *m) {
+    int64_t classes = 2;
+    for (int i = 0; i < m->eval->n; i++)
+        if (m->eval->nodes[i].op == OP_INPUT && m->eval->nodes[i].attr[0] > 0) classes = (int64_t)m->eval->nodes[i].attr[0];
+    return classes;
+}
+
 static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     Diag d;
     diag_init(&d, m->src, stderr);
     int64_t batch = o->batch ? o->batch : m->train_spec.batch;
-    unsigned fns = FN_BIT(FN_FORWARD) | FN_BIT(FN_INIT) | (m->train ? FN_BIT(FN_TRAIN) : 0);
+    bool train = m->train && (o->figures & FIG_TRAIN);
+    if ((o->figures & FIG_TRAIN) && !m->train && o->figures == FIG_TRAIN) {
+        diag_error(&d, SPAN_NONE, "the model has no train statement to measure");
+        return 1;
+    }
+    bool fwd = (o->figures & (FIG_FORWARD1 | FIG_BIG)) != 0;
+    unsigned fns = FN_BIT(FN_INIT) | (fwd ? FN_BIT(FN_FORWARD) : 0) | (train ? FN_BIT(FN_TRAIN) : 0);
     nnrt_set_threads(o->threads);
     Session *s = session_create(m, fns, false, &d);
     if (!s) return 1;
-    int64_t most = batch > o->big ? batch : o->big;
+    int64_t most = train ? batch : 1;
+    if ((o->figures & FIG_BIG) && o->big > most) most = o->big;
     if (!session_reserve(s, most)) {
         diag_error(&d, SPAN_NONE, "out of memory for the workspace");
         session_destroy(s);
         return 1;
     }
     session_init(s, 1);
-    int64_t classes = 2;
-    for (int i = 0; i < m->eval->n; i++)
-        if (m->eval->nodes[i].op == OP_INPUT && m->eval->nodes[i].attr[0] > 0) classes = (int64_t)m->eval->nodes[i].attr[0];
+    int64_t classes = model_classes(m);
 
-    double train = 0;
-    if (m->train) {
-        void **args = make_args(s->prog[FN_TRAIN], batch, 11, classes);
-        train = time_calls(s, FN_TRAIN, args, batch, o);
-        free_args(s->prog[FN_TRAIN], args);
-    }
-    void **one = make_args(s->prog[FN_FORWARD], 1, 22, classes);
-    double fwd1 = time_calls(s, FN_FORWARD, one, 1, o);
-    free_args(s->prog[FN_FORWARD], one);
-    void **big = make_args(s->prog[FN_FORWARD], o->big, 33, classes);
-    double fwd_big = time_calls(s, FN_FORWARD, big, o->big, o);
-    free_args(s->prog[FN_FORWARD], big);
+    Figure tr = {0}, f1 = {0}, fb = {0};
+    if (train) tr = measure(s, FN_TRAIN, batch, 11, classes, o);
+    if (o->figures & FIG_FORWARD1) f1 = measure(s, FN_FORWARD, 1, 22, classes, o);
+    if (o->figures & FIG_BIG) fb = measure(s, FN_FORWARD, o->big, 33, classes, o);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -135,31 +219,67 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     int64_t ws = 0;
     for (int k = 0; k < FN_COUNT; k++)
         if (s->prog[k]) {
-            int64_t w = npoly_eval(s->prog[k]->workspace, batch);
+            int64_t w = kprog_workspace_size(s->prog[k], batch);
             if (w > ws) ws = w;
         }
     double ws_mb = (double)ws * 4 / 1e6, peak_mb = (double)ru.ru_maxrss / 1e3;
     double compile_ms = (parse_seconds + s->compile_seconds) * 1e3;
     if (o->json) {
-        printf("{\"model\": \"%s\", \"threads\": %d, \"batch\": %lld, \"compile_ms\": %.1f, \"parse_ms\": %.2f, "
-               "\"train_samples_per_s\": %.1f, \"train_step_us\": %.3f, \"forward1_us\": %.4f, \"big_batch\": %lld, "
-               "\"forward_big_samples_per_s\": %.1f, \"state_mb\": %.3f, \"workspace_mb\": %.3f, \"peak_mb\": %.1f}\n",
-               m->name, o->threads, (long long)batch, compile_ms, parse_seconds * 1e3,
-               train > 0 ? (double)batch / train : 0, train * 1e6, fwd1 * 1e6, (long long)o->big,
-               (double)o->big / fwd_big, state_mb, ws_mb, peak_mb);
+        printf("{\"model\": \"%s\", \"threads\": %d, \"batch\": %lld, \"big_batch\": %lld, \"compile_ms\": %.1f, "
+               "\"parse_ms\": %.2f",
+               m->name, o->threads, (long long)batch, (long long)o->big, compile_ms, parse_seconds * 1e3);
+        json_number("train_samples_per_s", tr.measured, (double)batch / tr.seconds, "%.1f");
+        json_number("train_step_us", tr.measured, tr.seconds * 1e6, "%.3f");
+        json_number("forward1_us", f1.measured, f1.seconds * 1e6, "%.4f");
+        json_number("forward_big_samples_per_s", fb.measured, (double)o->big / fb.seconds, "%.1f");
+        json_number("gemm_flops", tr.measured && tr.flops >= 0, tr.flops, "%.0f");
+        json_number("forward1_gemm_flops", f1.measured && f1.flops >= 0, f1.flops, "%.0f");
+        json_number("forward_big_gemm_flops", fb.measured && fb.flops >= 0, fb.flops, "%.0f");
+        json_number("train_batches", tr.measured, (double)tr.batches, "%.0f");
+        json_number("forward1_batches", f1.measured, (double)f1.batches, "%.0f");
+        json_number("forward_big_batches", fb.measured, (double)fb.batches, "%.0f");
+        printf(", \"state_mb\": %.3f, \"workspace_mb\": %.3f, \"peak_mb\": %.1f}\n", state_mb, ws_mb, peak_mb);
     } else {
         printf("%s\n", m->name);
         printf("  compile         %.0f ms (parse and passes %.1f ms)\n", compile_ms, parse_seconds * 1e3);
-        if (train > 0)
-            printf("  train step      %.0f samples/s  (%.1f us per step of %lld)\n", (double)batch / train, train * 1e6,
-                   (long long)batch);
-        printf("  forward, 1      %.2f us per call\n", fwd1 * 1e6);
-        printf("  forward, %-5lld %.0f samples/s\n", (long long)o->big, (double)o->big / fwd_big);
+        if (tr.measured) {
+            printf("  train step      %.0f samples/s  (%.1f us per step of %lld)", (double)batch / tr.seconds,
+                   tr.seconds * 1e6, (long long)batch);
+            print_gemm_rate(&tr);
+        }
+        if (f1.measured) {
+            printf("  forward, 1      %.2f us per call", f1.seconds * 1e6);
+            print_gemm_rate(&f1);
+        }
+        if (fb.measured) {
+            printf("  forward, %-5lld %.0f samples/s", (long long)o->big, (double)o->big / fb.seconds);
+            print_gemm_rate(&fb);
+        }
         printf("  memory          state %.3f MB, workspace %.3f MB at batch %lld, process peak %.0f MB\n", state_mb,
                ws_mb, (long long)batch, peak_mb);
     }
     session_destroy(s);
     return 0;
+}
+
+/* --only train,forward1,big */
+static bool parse_figures(const char *text, unsigned *figures) {
+    *figures = 0;
+    const char *p = text;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        if (len == 5 && strncmp(p, "train", 5) == 0) *figures |= FIG_TRAIN;
+        else if (len == 8 && strncmp(p, "forward1", 8) == 0) *figures |= FIG_FORWARD1;
+        else if (len == 3 && strncmp(p, "big", 3) == 0) *figures |= FIG_BIG;
+        else {
+            fprintf(stderr, "nnc: error: --only: unknown figure '%.*s' (train, forward1, big)\n", (int)len, p);
+            return false;
+        }
+        p += len;
+        if (*p == ',') p++;
+    }
+    if (!*figures) fprintf(stderr, "nnc: error: --only: no figure named (train, forward1, big)\n");
+    return *figures != 0;
 }
 
 typedef struct KernelTime {
@@ -190,7 +310,8 @@ static int profile(Module *m, const BenchOptions *o) {
     }
     session_init(s, 1);
     const KProgram *p = s->prog[fn];
-    void **args = make_args(p, batch, 11, 2);
+    Batches b = make_batches(p, batch, 1, 11, model_classes(m));
+    void **args = b.args[0];
     for (int i = 0; i < 3; i++) session_run(s, fn, args, batch);
     nnrt_profile_reset(p->nkernels);
     int64_t steps = 0;
@@ -215,7 +336,7 @@ static int profile(Module *m, const BenchOptions *o) {
                kn->kind == KK_GEMM ? "gemm" : "loop", kn->name);
     }
     free(kt);
-    free_args(p, args);
+    free_batches(p, b);
     session_destroy(s);
     return 0;
 }
@@ -225,27 +346,29 @@ int cmd_bench(int argc, char **argv) {
         {"batch", required_argument, NULL, 'b'},  {"big", required_argument, NULL, 'B'},
         {"threads", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
         {"time", required_argument, NULL, 's'},   {"json", no_argument, NULL, 'j'},
+        {"batches", required_argument, NULL, 'n'}, {"only", required_argument, NULL, 'o'},
         {"profile", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,         {NULL, 0, NULL, 0},
     };
-    BenchOptions o = {.big = 1024, .repeat = 5, .seconds = 0.2};
+    BenchOptions o = {.big = 1024, .repeat = 5, .batches = 1, .seconds = 0.2, .figures = FIG_ALL};
     long long v;
     int c;
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
-    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, "bench")) != -1) {
         switch (c) {
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; o.batch = v; break;
         case 'B': if (!parse_int_option("--big", optarg, 1, &v)) return 2; o.big = v; break;
         case 't': if (!parse_int_option("--threads", optarg, 1, &v)) return 2; o.threads = (int)v; break;
         case 'r': if (!parse_int_option("--repeat", optarg, 1, &v)) return 2; o.repeat = v; break;
         case 's': if (!parse_real_option("--time", optarg, &o.seconds)) return 2; break;
+        case 'n': if (!parse_int_option("--batches", optarg, 1, &v)) return 2; o.batches = v; break;
+        case 'o': if (!parse_figures(optarg, &o.figures)) return 2; break;
         case 'j': o.json = true; break;
         case 'p': o.profile = true; break;
         case 'h': usage_bench(stdout); return 0;
         default:
             if (!is_compile_option(c)) {
-                usage_bench(stderr);
                 return 2;
             }
             if (!parse_compile_option(c, optarg, &optset)) return 2;

@@ -217,7 +217,7 @@ int cmd_check(int argc, char **argv) {
     int c;
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
-    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, "check")) != -1) {
         switch (c) {
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; o.batch = v; break;
         case 'n': if (!parse_int_option("--samples", optarg, 1, &v)) return 2; o.samples = v; break;
@@ -227,7 +227,6 @@ int cmd_check(int argc, char **argv) {
         case 'h': usage_check(stdout); return 0;
         default:
             if (!is_compile_option(c)) {
-                usage_check(stderr);
                 return 2;
             }
             if (!parse_compile_option(c, optarg, &optset)) return 2;

@@ -1,10 +1,12 @@
 /* cmd_emit.c - `nnc FILE.nn`: compile and show what the compiler made.
  *
- *   --emit-ir       the Graph IR of every function, and the state layout
+ *   --emit-ir       the Graph IR of every function, the state layout and
+ *                   each function's workspace plan
  *   --print-after   the Graph IR after one pass (or "all")
  *   --emit-kir      the Kernel IR of every function
  *   --emit-cuda     the CUDA C of every function (what NVRTC compiles for --device cuda)
  *   --emit-llvm     the LLVM module, optimised for this CPU (-O0: as generated)
+ *   --emit-dot      the forward and training graphs for Graphviz, fused kernels boxed
  *   -o model.so     a shared library and its header model.h (build.c)
  *   -o model.o      the same as one relocatable object (--emit-obj)
  *   -o model.c      one standalone C99 file and its header (--emit-c)
@@ -18,6 +20,7 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 
 void usage_emit(FILE *out) {
@@ -31,20 +34,24 @@ void usage_emit(FILE *out) {
           "  --weights CKPT       with C output: embed the parameters of checkpoint CKPT\n"
           "  --cpu CPU            code for CPU: native (default: this machine's), or x86-64,\n"
           "                       x86-64-v2, x86-64-v3, x86-64-v4 for other machines\n"
-          "  --emit-ir            print the Graph IR (forward, eval, grad, train_step) and the state layout\n"
+          "  --emit-ir            print the Graph IR (forward, eval, grad, train_step), the state layout\n"
+          "                       and the workspace plan of each function\n"
           "  --print-after=PASS   print the Graph IR after PASS (shape, derive, autodiff, optimizer, or all)\n"
           "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
           "  --emit-cuda          print the CUDA C of every function and its launches\n"
           "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
+          "  --emit-dot           print the forward and training graphs in Graphviz's DOT language,\n"
+          "                       with shapes on the edges and fused kernels as clusters\n"
+          "                       (render with: dot -Tsvg FILE.dot -o FILE.svg)\n"
           COMPILE_HELP
           "  --f64                build kernels in double precision (as 'nnc check' does)\n"
-          "  -o FILE              with --emit-ir/-kir/-llvm: write to FILE instead of standard output\n"
+          "  -o FILE              with --emit-ir/-kir/-llvm/-dot: write to FILE instead of standard output\n"
           "  --verify             check the IR after every pass\n"
           "  -h, --help           show this help\n",
           out);
 }
 
-enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_CUDA, EMIT_LLVM, EMIT_OBJ, EMIT_C };
+enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_CUDA, EMIT_LLVM, EMIT_DOT, EMIT_OBJ, EMIT_C };
 
 /* What -o FILE asks for, from --emit-obj / --emit-c or the file's extension. */
 static bool output_kind(int emit, const char *output, OutputKind *kind) {
@@ -68,7 +75,9 @@ static bool cpu_known(const char *cpu) {
     static const char *const cpus[] = {"native", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"};
     for (size_t i = 0; i < sizeof cpus / sizeof cpus[0]; i++)
         if (strcmp(cpu, cpus[i]) == 0) return true;
-    fprintf(stderr, "nnc: error: unknown --cpu '%s' (native, x86-64, x86-64-v2, x86-64-v3 or x86-64-v4)\n", cpu);
+    char hint[DID_YOU_MEAN_MAX];
+    fprintf(stderr, "nnc: error: unknown --cpu '%s'%s (native, x86-64, x86-64-v2, x86-64-v3 or x86-64-v4)\n", cpu,
+            did_you_mean(cpu, cpus, (int)(sizeof cpus / sizeof cpus[0]), hint, sizeof hint));
     return false;
 }
 
@@ -103,7 +112,48 @@ static void print_summary(FILE *out, const Module *m) {
     }
 }
 
-static int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
+/* After --emit-ir: the size of each function, and whether simplify made it
+ * (compare with --disable-pass=simplify). */
+static void print_node_counts(FILE *out, const Module *m) {
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    fprintf(out, "\n# nodes:");
+    const char *sep = "";
+    for (int k = 0; k < 4; k++)
+        if (graphs[k]) fprintf(out, "%s %s %d", sep, graphs[k]->name, graphs[k]->n), sep = ",";
+    fprintf(out, " (%s)\n", opt_enabled(&m->opt, XF_SIMPLIFY) ? "simplified" : "not simplified");
+}
+
+/* The inference function and, for a model with a loss, the training step
+ * (forward pass, gradients, update), with the kernels fuse.c makes. */
+static void emit_dot(FILE *out, const Module *m) {
+    const Graph *graphs[2] = {m->forward, m->train};
+    const char *titles[2] = {"forward (inference)", "train_step (forward, backward, update)"};
+    const ProgKind kinds[2] = {PROG_FORWARD, PROG_TRAIN};
+    int *kernel_of[2] = {NULL, NULL};
+    int n = m->train ? 2 : 1;
+    for (int k = 0; k < n; k++) {
+        FusePlan p = fuse_plan(graphs[k], kinds[k], opt_enabled(&m->opt, XF_FUSE));
+        kernel_of[k] = xmalloc(sizeof(int) * ((size_t)graphs[k]->n + 1));
+        fuse_kernel_of(graphs[k], &p, kernel_of[k]);
+        fuse_plan_free(&p);
+    }
+    module_print_dot(out, m, graphs, titles, (const int *const *)kernel_of, n);
+    for (int k = 0; k < n; k++) free(kernel_of[k]);
+}
+
+/* Each function's workspace plan, with the lower bound at the batch size
+ * of the train statement (1 without one). */
+static void print_workspaces(FILE *out, Module *m, bool f64) {
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    int64_t batch = m->train && m->train_spec.batch > 0 ? m->train_spec.batch : 1;
+    for (int k = 0; k < 4; k++)
+        if (graphs[k]) {
+            fputc('\n', out);
+            kprog_print_workspace(out, lower_graph(m, graphs[k], (ProgKind)k, f64), batch);
+        }
+}
+
+int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(m->name, ctx);
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
@@ -156,7 +206,7 @@ static void emit_cuda(FILE *out, Module *m, bool f64) {
 int cmd_emit(int argc, char **argv) {
     static const struct option longopts[] = {
         {"emit-ir", no_argument, NULL, 'I'},   {"emit-kir", no_argument, NULL, 'K'}, {"emit-cuda", no_argument, NULL, 'G'},
-        {"emit-llvm", no_argument, NULL, 'L'}, {"print-after", required_argument, NULL, 'P'},
+        {"emit-llvm", no_argument, NULL, 'L'}, {"emit-dot", no_argument, NULL, 'D'}, {"print-after", required_argument, NULL, 'P'},
         {"f64", no_argument, NULL, 'F'},       {"verify", no_argument, NULL, 'V'},
         {"emit-obj", no_argument, NULL, 'B'},  {"emit-c", no_argument, NULL, 'C'},
         {"weights", required_argument, NULL, 'W'}, {"cpu", required_argument, NULL, 'U'},
@@ -169,18 +219,23 @@ int cmd_emit(int argc, char **argv) {
     LoadOptions lo = {.passes.opt = &opt};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "ho:" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "ho:" COMPILE_SHORTOPTS, longopts, "compile")) != -1) {
         switch (c) {
         case 'I': emit = EMIT_IR; break;
         case 'K': emit = EMIT_KIR; break;
         case 'G': emit = EMIT_CUDA; break;
         case 'L': emit = EMIT_LLVM; break;
+        case 'D': emit = EMIT_DOT; break;
         case 'P': {
             const char *pass = optarg;
             bool known = strcmp(pass, "all") == 0;
             for (int i = 0; pass_names[i]; i++) known |= strcmp(pass_names[i], pass) == 0;
             if (!known) {
-                fprintf(stderr, "nnc: error: unknown pass '%s' (passes:", pass);
+                int npasses = 0;
+                while (pass_names[npasses]) npasses++;
+                char hint[DID_YOU_MEAN_MAX];
+                fprintf(stderr, "nnc: error: unknown pass '%s'%s (passes:", pass,
+                        did_you_mean(pass, pass_names, npasses, hint, sizeof hint));
                 for (int i = 0; pass_names[i]; i++) fprintf(stderr, " %s", pass_names[i]);
                 fprintf(stderr, ", or all)\n");
                 return 2;
@@ -204,7 +259,6 @@ int cmd_emit(int argc, char **argv) {
                 if (!parse_compile_option(c, optarg, &opt)) return 2;
                 break;
             }
-            usage_emit(stderr);
             return 2;
         }
     }
@@ -213,7 +267,7 @@ int cmd_emit(int argc, char **argv) {
         usage_emit(stderr);
         return 2;
     }
-    bool text = emit == EMIT_IR || emit == EMIT_KIR || emit == EMIT_CUDA || emit == EMIT_LLVM;
+    bool text = emit == EMIT_IR || emit == EMIT_KIR || emit == EMIT_CUDA || emit == EMIT_LLVM || emit == EMIT_DOT;
     if (!text && (output || emit != EMIT_NONE)) {
         BuildOptions bo = {.output = output, .weights = weights, .cpu = cpu};
         if (!output) {
@@ -250,7 +304,11 @@ int cmd_emit(int argc, char **argv) {
     int status = 0;
     Module *m = nnc_load_model(&arena, argv[optind], &d, &lo);
     if (!m) status = 1;
-    else if (emit == EMIT_IR) module_print(out, m);
+    else if (emit == EMIT_IR) {
+        module_print(out, m);
+        print_workspaces(out, m, f64);
+        print_node_counts(out, m);
+    }
     else if (emit == EMIT_KIR) {
         const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
         for (int k = 0; k < 4; k++)
@@ -262,6 +320,7 @@ int cmd_emit(int argc, char **argv) {
     } else if (emit == EMIT_CUDA) {
         emit_cuda(out, m, f64);
     } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, cpu, &d);
+    else if (emit == EMIT_DOT) emit_dot(out, m);
     else if (!lo.passes.print_after) print_summary(out, m);
     if (out != stdout && fclose(out) != 0) {
         fprintf(stderr, "nnc: error: writing %s failed: %s\n", output, strerror(errno));

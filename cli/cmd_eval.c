@@ -61,6 +61,28 @@ static int top_classes(const float *p, int64_t n, int64_t top, int64_t *order) {
     return shown;
 }
 
+void print_predictions(const Task *task, const RtDataset *part, int64_t first, const float *out, int64_t width,
+                       int64_t top, const char *name) {
+    bool classes = task->kind != TASK_REGRESSION && width == task->classes && width > 1;
+    printf("%-8s %-10s %s\n", "example", "target", classes ? "predicted  (top classes)" : name);
+    for (int64_t i = 0; i < part->n; i++) {
+        const float *p = out + i * width;
+        printf("%-8lld ", (long long)(first + i));
+        if (task->kind == TASK_REGRESSION) printf("%-10.4g", (double)part->t[i * part->tcols]);
+        else printf("%-10d", part->y[i]);
+        if (classes) {
+            int64_t order[256] = {0};
+            int shown = top_classes(p, width, top < 256 ? top : 256, order);
+            printf(" %-10lld", (long long)order[0]);
+            for (int k = 0; k < shown; k++) printf(" %lld:%.3f", (long long)order[k], (double)p[order[k]]);
+            if (order[0] != part->y[i]) printf("   (wrong)");
+        } else {
+            for (int64_t j = 0; j < width && j < 8; j++) printf(" %.4f", (double)p[j]);
+        }
+        printf("\n");
+    }
+}
+
 static int predict(Module *m, const EvalOptions *o) {
     Diag d;
     diag_init(&d, m->src, stderr);
@@ -90,24 +112,7 @@ static int predict(Module *m, const EvalOptions *o) {
     out = xmalloc(sizeof(float) * (size_t)(part.n * width + 1));
     data_batch(&task, &part, NULL, part.n, x, y);
     session_run(s, FN_FORWARD, (void *[]){x, out}, part.n);
-    bool classes = task.kind != TASK_REGRESSION && width == task.classes && width > 1;
-    printf("%-8s %-10s %s\n", "example", "target", classes ? "predicted  (top classes)" : oarg->name);
-    for (int64_t i = 0; i < part.n; i++) {
-        const float *p = out + i * width;
-        printf("%-8lld ", (long long)(o->first + i));
-        if (task.kind == TASK_REGRESSION) printf("%-10.4g", (double)part.t[i * part.tcols]);
-        else printf("%-10d", part.y[i]);
-        if (classes) {
-            int64_t order[256] = {0};
-            int shown = top_classes(p, width, o->top < 256 ? o->top : 256, order);
-            printf(" %-10lld", (long long)order[0]);
-            for (int k = 0; k < shown; k++) printf(" %lld:%.3f", (long long)order[k], (double)p[order[k]]);
-            if (order[0] != part.y[i]) printf("   (wrong)");
-        } else {
-            for (int64_t j = 0; j < width && j < 8; j++) printf(" %.4f", (double)p[j]);
-        }
-        printf("\n");
-    }
+    print_predictions(&task, &part, o->first, out, width, o->top, oarg->name);
     status = 0;
 done:
     free(x);
@@ -131,13 +136,17 @@ static int command(int argc, char **argv, bool is_predict) {
     int c;
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
-    while ((c = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((c = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, is_predict ? "predict" : "eval")) != -1) {
         switch (c) {
         case 'L': o.c.load = optarg; break;
         case 'd': o.c.data = optarg; break;
         case 's':
             if (strcmp(optarg, "test") != 0 && strcmp(optarg, "train") != 0 && strcmp(optarg, "val") != 0) {
                 fprintf(stderr, "nnc: error: --split is test, train or val, not '%s'\n", optarg);
+                return 2;
+            }
+            if (is_predict && strcmp(optarg, "val") == 0) {
+                fprintf(stderr, "nnc: error: predict takes --split test or train\n");
                 return 2;
             }
             o.split = optarg;
@@ -148,7 +157,6 @@ static int command(int argc, char **argv, bool is_predict) {
         case 'h': usage(stdout); return 0;
         default:
             if (!is_compile_option(c)) {
-                usage(stderr);
                 return 2;
             }
             if (!parse_compile_option(c, optarg, &optset)) return 2;

@@ -1,5 +1,6 @@
 /* cmd_train.c - `nnc train FILE.nn`: JIT-compile the model and train it on
- * its data (see trainer.c), reporting every epoch and the test set at the end. */
+ * its data (see trainer.c), reporting every epoch (progress.c) and the test
+ * set at the end. */
 #include "cli/commands.h"
 #include "cli/driver.h"
 #include "support/util.h"
@@ -27,8 +28,16 @@ void usage_train(FILE *out) {
           "                   epoch with the best validation score\n"
           "  --load FILE      start from a checkpoint written by --save and go on training\n"
           "                   where it stopped (epochs count on from there)\n"
+          "  --plot FILE.svg  write the loss and accuracy curves (train and validation) as SVG\n"
+          "  -q, --quiet      print only the final scores\n"
+          "  --json           one JSON object per epoch, and one with the final scores, on\n"
+          "                   standard output (for tools)\n"
+
           COMPILE_HELP
-          "  -h, --help       show this help\n",
+          "  -h, --help       show this help\n"
+          "\n"
+          "On a terminal a progress bar shows each epoch's samples/s, loss and time left;\n"
+          "otherwise (a log, a pipe) each epoch is one line.\n",
           out);
 }
 
@@ -39,7 +48,9 @@ int cmd_train(int argc, char **argv) {
         {"threads", required_argument, NULL, 't'}, {"data", required_argument, NULL, 'd'},
         {"limit", required_argument, NULL, 'n'},   {"val", required_argument, NULL, 'v'},
         {"save", required_argument, NULL, 'S'},    {"load", required_argument, NULL, 'L'},
-        {"patience", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'}, COMPILE_LONGOPTS,
+        {"patience", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {"plot", required_argument, NULL, 'P'},    {"quiet", no_argument, NULL, 'q'},
+        {"json", no_argument, NULL, 'J'},          COMPILE_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     TrainConfig c = {.seed = 1, .val = -1};
@@ -49,7 +60,7 @@ int cmd_train(int argc, char **argv) {
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
     lo.passes.opt = &optset;
-    while ((opt = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((opt = nnc_getopt(argc, argv, "hq" COMPILE_SHORTOPTS, longopts, "train")) != -1) {
         switch (opt) {
         case 'e': if (!parse_int_option("--epochs", optarg, 1, &v)) return 2; lo.overrides.epochs = v; break;
         case 'b': if (!parse_int_option("--batch", optarg, 1, &v)) return 2; lo.overrides.batch = v; break;
@@ -62,10 +73,12 @@ int cmd_train(int argc, char **argv) {
         case 'p': if (!parse_int_option("--patience", optarg, 1, &v)) return 2; c.patience = v; break;
         case 'S': c.save = optarg; break;
         case 'L': c.load = optarg; break;
+        case 'P': c.plot = optarg; break;
+        case 'q': c.report = REPORT_FINAL; break;
+        case 'J': c.report = REPORT_JSON; break;
         case 'h': usage_train(stdout); return 0;
         default:
             if (!is_compile_option(opt)) {
-                usage_train(stderr);
                 return 2;
             }
             if (!parse_compile_option(opt, optarg, &optset)) return 2;

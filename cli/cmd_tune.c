@@ -107,12 +107,19 @@ static bool check_name(const Module *m, const char *name) {
     char slot[256];
     snprintf(slot, sizeof slot, "opt.%s", name);
     if (module_find_slot(m, slot)) return true;
-    fprintf(stderr, "nnc: error: --param %s: the model has no such hyper-parameter; it has batch", name);
+    const char **names = xmalloc(sizeof(char *) * ((size_t)m->nslots + 1));
+    int n = 0;
+    names[n++] = "batch";
     for (int i = 0; i < m->nslots; i++)
         if ((m->slots[i].flags & NF_HYPER) && strncmp(m->slots[i].name, "opt.", 4) == 0 &&
             strcmp(m->slots[i].name, "opt.step") != 0 && strcmp(m->slots[i].name, "opt.steps_per_epoch") != 0)
-            fprintf(stderr, ", %s", m->slots[i].name + 4);
-    fputc('\n', stderr);
+            names[n++] = m->slots[i].name + 4;
+    char hint[DID_YOU_MEAN_MAX];
+    fprintf(stderr, "nnc: error: --param: the model has no hyper-parameter '%s'%s (it has", name,
+            did_you_mean(name, names, n, hint, sizeof hint));
+    for (int i = 0; i < n; i++) fprintf(stderr, "%s %s", i ? "," : "", names[i]);
+    fputs(")\n", stderr);
+    free(names);
     return false;
 }
 
@@ -206,7 +213,7 @@ int cmd_tune(int argc, char **argv) {
     optind = 1;
     OptSettings optset = OPT_DEFAULTS;
     lo.passes.opt = &optset;
-    while ((opt = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((opt = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, "tune")) != -1) {
         switch (opt) {
         case 'P':
             if (np == MAX_PARAMS) {
@@ -226,7 +233,6 @@ int cmd_tune(int argc, char **argv) {
         case 'h': usage_tune(stdout); return 0;
         default:
             if (!is_compile_option(opt)) {
-                usage_tune(stderr);
                 return 2;
             }
             if (!parse_compile_option(opt, optarg, &optset)) return 2;

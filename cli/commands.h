@@ -4,6 +4,8 @@
 #ifndef NNC_COMMANDS_H
 #define NNC_COMMANDS_H
 
+#include "cli/driver.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -14,6 +16,7 @@ int cmd_eval(int argc, char **argv);  /* nnc eval FILE.nn         (cmd_eval.c)  
 int cmd_predict(int argc, char **argv); /* nnc predict FILE.nn    (cmd_eval.c)  */
 int cmd_tune(int argc, char **argv);  /* nnc tune FILE.nn         (cmd_tune.c)  */
 int cmd_bench(int argc, char **argv); /* nnc bench FILE.nn        (cmd_bench.c) */
+int cmd_repl(int argc, char **argv);  /* nnc repl [FILE.nn]       (cmd_repl.c)  */
 
 void usage_emit(FILE *out);
 void usage_train(FILE *out);
@@ -22,6 +25,22 @@ void usage_eval(FILE *out);
 void usage_predict(FILE *out);
 void usage_tune(FILE *out);
 void usage_bench(FILE *out);
+void usage_repl(FILE *out);
+
+/* The LLVM module of m's programs, optimised for `cpu`, printed (cmd_emit.c). */
+int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d);
+/* A table of the model's outputs `out` (width values per example) for the
+ * examples of `part`, numbered from `first`: for classifiers the `top` most
+ * likely classes with their probabilities (cmd_eval.c). */
+void print_predictions(const Task *task, const RtDataset *part, int64_t first, const float *out, int64_t width,
+                       int64_t top, const char *name);
+
+/* getopt_long with nnc's messages: an unknown option gets the nearest
+ * known name ("did you mean '--epochs'?"), a missing value is named, and
+ * both end with a pointer to `nnc help COMMAND`. Returns '?' after
+ * reporting. */
+struct option;
+int nnc_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *command);
 
 /* Parses a number option; prints an error naming the option on failure. */
 bool parse_int_option(const char *opt, const char *text, long long lo, long long *out);

@@ -155,6 +155,16 @@ static bool fit_task(Task *t, const RtDataset *all, const Module *m, Diag *d) {
     return false;
 }
 
+bool task_fit(const Module *m, const Data *data, Task *t, Diag *d) {
+    if (!task_of(m, t, d)) return false;
+    if (data->all.features != t->features) {
+        diag_error(d, t->input->span, "input '%s' has %lld values per example, but the data has %lld",
+                   t->input->name, (long long)t->features, (long long)data->all.features);
+        return false;
+    }
+    return fit_task(t, &data->all, m, d);
+}
+
 bool data_load(const Module *m, const char *override, int64_t limit, int64_t nval, Data *out, Task *task, Diag *d) {
     memset(out, 0, sizeof *out);
     if (!task_of(m, task, d)) return false;
@@ -166,13 +176,7 @@ bool data_load(const Module *m, const char *override, int64_t limit, int64_t nva
     bool ok = ds->kind == DATA_CSV ? load_csv(m, where, task, out, d) : load_idx(m, where, out, d);
     if (!ok) return false;
     if (ds->kind != DATA_CSV) out->test = out->test_storage;
-    if (out->all.features != task->features) {
-        diag_error(d, task->input->span, "input '%s' has %lld values per example, but the data has %lld",
-                   task->input->name, (long long)task->features, (long long)out->all.features);
-        data_free(out);
-        return false;
-    }
-    if (!fit_task(task, &out->all, m, d)) {
+    if (!task_fit(m, out, task, d)) {
         data_free(out);
         return false;
     }

@@ -108,6 +108,10 @@ void *session_slot(Session *s, const char *name);
 bool session_save(Session *s, const char *path, Diag *d);
 bool session_load(Session *s, const char *path, int required, Diag *d);
 
+/* Loads the parameters the module's pretrained statements name (after
+ * session_init); says what it loaded unless quiet. */
+bool session_load_pretrained(Session *s, bool quiet, Diag *d);
+
 /* The module's state as a table for the checkpoint code. */
 struct NnrtTensor *module_tensor_table(const Module *m);
 
@@ -146,6 +150,9 @@ typedef struct Data {
 
 /* The model's one input and one target (false, reported, otherwise). */
 bool task_of(const Module *m, Task *t, Diag *d);
+/* The task of m on data already loaded (for m or for an earlier version of
+ * it): task_of, then checks that the data fits the input and the target. */
+bool task_fit(const Module *m, const Data *data, Task *t, Diag *d);
 /* Loads the model's data (`override`: --data), the first `limit` training
  * examples (0: all), `nval` of them held out for validation (-1: one in 12). */
 bool data_load(const Module *m, const char *override, int64_t limit, int64_t nval, Data *out, Task *task, Diag *d);
@@ -155,6 +162,8 @@ void data_free(Data *d);
 void data_batch(const Task *t, const RtDataset *ds, const int64_t *idx, int64_t count, float *x, void *y);
 
 /* ---- trainer.c: the training loop ----------------------------------------------------------- */
+#include "cli/progress.h"
+
 typedef struct TrainConfig {
     uint64_t seed;
     int threads;          /* 0: OpenBLAS's default */
@@ -162,7 +171,9 @@ typedef struct TrainConfig {
     int64_t limit, val;   /* see data_load */
     int64_t patience;     /* stop after this many epochs without a better validation score (0: never) */
     const char *save, *load;
-    bool quiet;           /* no per-epoch lines (hyper-parameter search) */
+    bool quiet;           /* no output at all (hyper-parameter search) */
+    ReportStyle report;   /* how epochs are reported unless quiet (progress.h) */
+    const char *plot;     /* write the loss and accuracy curves to this SVG file, or NULL */
     /* hyper-parameters set in the state after init, e.g. {"opt.lr", 0.01} */
     const char *hyper_names[8];
     double hyper_values[8];
@@ -177,8 +188,51 @@ typedef struct TrainResult {
     double seconds;
 } TrainResult;
 
-/* Trains m as its train statement (and c) say, reporting each epoch unless
- * quiet; keeps the state of the best validation epoch. 0, or 1 after
+/* A session with its data, ready to train and evaluate batch by batch: the
+ * pieces of the training loop that `nnc train` and the REPL share. */
+typedef struct Trainer {
+    Module *m;
+    Session *s;
+    const Data *data;
+    Task task;
+    uint64_t seed;
+    int64_t batch, eval_batch;
+    float *x, *scratch;
+    void *y;
+    /* the eval program's arguments: x, y, then its outputs and metrics */
+    const KProgram *eval;
+    void **eval_args;
+    int first_output, nmetrics;
+    const char **metric_names;
+    double *metrics; /* of the last trainer_score() */
+} Trainer;
+
+typedef struct Scores {
+    double loss, accuracy; /* accuracy < 0: none */
+} Scores;
+
+/* Sets t up for s (which has FN_EVAL, and FN_TRAIN to train) on `data`:
+ * fits the task, reserves the workspace and allocates the batch buffers.
+ * Sets opt.steps_per_epoch, so it comes after session_init (and after
+ * loading a checkpoint). On failure reports; trainer_close still frees. */
+bool trainer_open(Trainer *t, Session *s, const Data *data, int64_t batch, uint64_t seed, Diag *d);
+void trainer_close(Trainer *t);
+/* Called after every batch (so it must be cheap: redraw at most every so
+ * often) with the examples done of the total, their mean loss and the last
+ * batch's; returns false to stop early (an interrupt). */
+typedef bool (*TrainProgress)(void *ctx, int64_t done, int64_t total, double mean_loss, double step_loss);
+/* Trains on examples perm[first .. first+count) of the training set, in
+ * batches; returns their mean loss and, in *done, how many it trained on
+ * (count unless progress stopped it). `epoch` varies the augmentation. */
+double trainer_steps(Trainer *t, const int64_t *perm, int64_t epoch, int64_t first, int64_t count,
+                     TrainProgress progress, void *ctx, int64_t *done);
+/* Loss, accuracy and the metrics (into t->metrics) over a data set. */
+Scores trainer_score(Trainer *t, const RtDataset *ds);
+/* "  SET loss L  SET acc A  SET METRIC M ..." without a newline. */
+void trainer_print_scores(const Trainer *t, const char *set, Scores s);
+
+/* Trains m as its train statement (and c) say, reporting each epoch as
+ * c->report asks; keeps the state of the best validation epoch. 0, or 1 after
  * reporting an error. */
 int trainer_run(Module *m, const TrainConfig *c, TrainResult *r);
 

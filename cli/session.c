@@ -118,7 +118,7 @@ bool session_reserve(Session *s, int64_t batch) {
     int64_t need = 0;
     for (int k = 0; k < FN_COUNT; k++)
         if (s->prog[k]) {
-            int64_t n = npoly_eval(s->prog[k]->workspace, batch);
+            int64_t n = kprog_workspace_size(s->prog[k], batch);
             if (n > need) need = n;
         }
 #ifdef NNC_HAVE_CUDA
@@ -192,4 +192,42 @@ bool session_load(Session *s, const char *path, int required, Diag *d) {
     }
     diag_error(d, SPAN_NONE, "%s", err);
     return false;
+}
+
+/* The parameters one pretrained statement names, loaded from its file
+ * (relative to the .nn file). */
+static bool load_pretrained(Session *s, const Pretrained *p, bool quiet, Diag *d) {
+    const Module *m = s->m;
+    char path[4096];
+    if (p->path[0] == '/' || !m->src) snprintf(path, sizeof path, "%s", p->path);
+    else {
+        const char *slash = strrchr(m->src->path, '/');
+        snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - m->src->path + 1) : 0, m->src->path, p->path);
+    }
+    NnrtTensor *all = module_tensor_table(m), *some = ARENA_ARRAY(m->arena, NnrtTensor, m->nslots + 1);
+    int n = 0;
+    for (int i = 0; i < m->nslots; i++) {
+        if (all[i].kind != NNRT_PARAM) continue;
+        bool wanted = p->nnames == 0;
+        for (int k = 0; k < p->nnames && !wanted; k++) {
+            size_t len = strlen(p->names[k]);
+            wanted = strcmp(all[i].name, p->names[k]) == 0 ||
+                     (strncmp(all[i].name, p->names[k], len) == 0 && all[i].name[len] == '.');
+        }
+        if (wanted) some[n++] = all[i];
+    }
+    char err[1024];
+    /* Named parameters must all be there; "every param the file has" takes what it finds. */
+    if (nnrt_checkpoint_load(s->state, some, n, p->nnames ? NNRT_PARAM : 0, path, err, sizeof err) != 0) {
+        diag_error(d, p->span, "%s", err);
+        return false;
+    }
+    if (!quiet) printf("loaded %d pretrained parameter tensor%s from %s\n", n, n == 1 ? "" : "s", path);
+    return true;
+}
+
+bool session_load_pretrained(Session *s, bool quiet, Diag *d) {
+    for (int i = 0; i < s->m->npretrained; i++)
+        if (!load_pretrained(s, &s->m->pretrained[i], quiet, d)) return false;
+    return true;
 }

@@ -27,6 +27,12 @@ typedef struct ParseState {
     Span *braces; /* unclosed '{', innermost last */
     int nbraces, braces_cap;
     bool unclosed_at_eof; /* "'(' was never closed" was reported: later syntax errors echo it */
+    /* The tokens of the statement so far and the span of its first, when
+     * that is an identifier: a misspelt keyword ("trian sgd(...)") fails on
+     * the second token, and the message names the first. */
+    int stmt_ntokens;
+    bool stmt_first_ident;
+    Span stmt_first;
 
     /* A syntax error found inside brackets waits here until they close. If
      * they never do, the unclosed bracket is the real mistake and the

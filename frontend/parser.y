@@ -28,6 +28,7 @@
 
 %code {
 #include "frontend/lexer.h"
+#include "support/util.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -442,6 +443,23 @@ static void describe_found(char *buf, size_t size, const Source *src, yysymbol_k
     }
 }
 
+/* A statement that starts with an identifier close to a keyword, and fails
+ * on the next token, is a misspelt keyword: "trian sgd(lr=0.1)". */
+static bool misspelt_keyword(ParseState *ps, yysymbol_kind_t found) {
+    static const char *const keywords[] = {"model", "input", "target", "param", "output", "loss", "train",
+                                           "data", "metric", "freeze", "pretrained", "def", "return"};
+    if (ps->stmt_ntokens != 2 || !ps->stmt_first_ident || ps->nbrackets > 0) return false;
+    if (found != YYSYMBOL_IDENT && found != YYSYMBOL_STRING) return false;
+    Span at = ps->stmt_first;
+    char word[65];
+    if (at.end - at.begin >= (int32_t)sizeof word) return false;
+    snprintf(word, sizeof word, "%.*s", (int)(at.end - at.begin), ps->src->text + at.begin);
+    const char *near = closest_name(word, keywords, (int)(sizeof keywords / sizeof keywords[0]));
+    if (!near) return false;
+    parse_error(ps, at, "unknown statement '%s'; did you mean '%s'?", word, near);
+    return true;
+}
+
 static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, ParseState *ps) {
     (void)scanner;
     if (ps->unclosed_at_eof) return 0; /* an echo of the unclosed bracket */
@@ -451,6 +469,8 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, ParseSt
         parse_error(ps, ps->braces[ps->nbraces - 1], "'{' was never closed");
         return 0;
     }
+
+    if (misspelt_keyword(ps, found)) return 0;
 
     char msg[256] = "unexpected ";
     describe_found(msg + strlen(msg), sizeof msg - strlen(msg), ps->src, found, at);

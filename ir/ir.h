@@ -252,6 +252,11 @@ const StateSlot *module_find_slot(const Module *m, const char *name);
 /* ---- printing and checking ------------------------------------------------------- */
 void graph_print(FILE *out, const Graph *g);
 void module_print(FILE *out, const Module *m);
+/* Graphviz DOT of n functions of m, each a cluster titled titles[k];
+ * kernel_of[k] (or NULL) gives the node whose kernel computes each node,
+ * and nodes sharing a kernel are drawn as a cluster (ir_dot.c). */
+void module_print_dot(FILE *out, const Module *m, const Graph *const *graphs, const char *const *titles,
+                      const int *const *kernel_of, int n);
 /* Structural checks (SSA order, arity, types re-derived by the shape rules).
  * Returns false and prints what is wrong; only bugs in nnc make it fail. */
 bool graph_verify(const Graph *g, FILE *err);

@@ -2,6 +2,7 @@
  * index arithmetic stays readable (i*1+0 prints as i). */
 #include "ir/kir.h"
 #include "support/util.h"
+#include <stdlib.h>
 #include <string.h>
 
 const char *const kx_names[KX_COUNT] = {
@@ -47,6 +48,42 @@ int kprog_new_local(KProgram *p) { return p->nlocals++; }
 int kprog_root_buf(const KProgram *p, int buf) {
     while (p->bufs[buf].kind == KB_VIEW) buf = p->bufs[buf].view_of;
     return buf;
+}
+
+bool kx_eval_int(const Kx *x, int64_t batch, int64_t *value) {
+    int64_t a = 0, b = 0;
+    switch (x->op) {
+    case KX_INT: *value = x->i; return true;
+    case KX_BATCH: *value = batch; return true;
+    case KX_ADD: case KX_SUB: case KX_MUL: case KX_DIV: case KX_MOD: case KX_MIN: case KX_MAX:
+        if (x->type != KT_INT || !kx_eval_int(x->a, batch, &a) || !kx_eval_int(x->b, batch, &b)) return false;
+        if ((x->op == KX_DIV || x->op == KX_MOD) && b == 0) return false;
+        switch (x->op) {
+        case KX_ADD: *value = a + b; break;
+        case KX_SUB: *value = a - b; break;
+        case KX_MUL: *value = a * b; break;
+        case KX_DIV: *value = a / b; break;
+        case KX_MOD: *value = a % b; break;
+        case KX_MIN: *value = a < b ? a : b; break;
+        default: *value = a > b ? a : b; break;
+        }
+        return true;
+    default: return false;
+    }
+}
+
+double kprog_gemm_flops(const KProgram *p, int64_t batch) {
+    double flops = 0;
+    for (int i = 0; i < p->nkernels; i++) {
+        const KGemm *g = &p->kernels[i].gemm;
+        if (p->kernels[i].kind != KK_GEMM) continue;
+        int64_t m, n, k, count = 1;
+        if (!kx_eval_int(g->m, batch, &m) || !kx_eval_int(g->n, batch, &n) || !kx_eval_int(g->k, batch, &k) ||
+            (g->count && !kx_eval_int(g->count, batch, &count)))
+            return -1;
+        flops += 2.0 * (double)m * (double)n * (double)k * (double)count;
+    }
+    return flops;
 }
 
 static Kx *kx_new(Arena *a, KxOp op, KType type) {
@@ -227,21 +264,90 @@ void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumula
     s->accumulate = accumulate;
 }
 
-static void mark_kx_roots(const KProgram *p, const Kx *x, bool *used) {
+void kx_visit_accesses(const Kx *x, KAccessFn fn, void *ctx) {
     if (!x) return;
-    if (x->op == KX_LOAD) used[kprog_root_buf(p, (int)x->i)] = true;
-    mark_kx_roots(p, x->a, used);
-    mark_kx_roots(p, x->b, used);
-    mark_kx_roots(p, x->c, used);
+    if (x->op == KX_LOAD) fn(ctx, (int)x->i, x->a, false);
+    kx_visit_accesses(x->a, fn, ctx);
+    kx_visit_accesses(x->b, fn, ctx);
+    kx_visit_accesses(x->c, fn, ctx);
+}
+
+void ks_visit_accesses(const KsBlock *blk, KAccessFn fn, void *ctx) {
+    for (int i = 0; i < blk->n; i++) {
+        const Ks *s = blk->items[i];
+        kx_visit_accesses(s->extent, fn, ctx);
+        kx_visit_accesses(s->value, fn, ctx);
+        kx_visit_accesses(s->index, fn, ctx);
+        if (s->kind == KS_STORE) fn(ctx, s->buf, s->index, true);
+        if (s->kind == KS_FOR) ks_visit_accesses(&s->body, fn, ctx);
+    }
+}
+
+int64_t kprog_workspace_lower_bound(const KProgram *p, int64_t batch) {
+    /* live[t]: the footprint of the regions in use at step t, the steps
+     * being the kernels and the return after them */
+    int64_t *live = xcalloc((size_t)p->nkernels + 1, sizeof(int64_t)), peak = 0;
+    for (int b = 0; b < p->nbufs; b++) {
+        const KBuf *bf = &p->bufs[b];
+        if (bf->kind != KB_WORK || bf->live_first < 0) continue;
+        int64_t size = npoly_eval(kbuf_footprint(bf), batch);
+        for (int t = bf->live_first; t <= bf->live_last; t++) live[t] += size;
+    }
+    for (int t = 0; t <= p->nkernels; t++)
+        if (live[t] > peak) peak = live[t];
+    free(live);
+    return peak;
+}
+
+/* a >= b for every N >= 1 (both are lines in N) */
+static bool npoly_covers(NPoly a, NPoly b) { return a.c1 >= b.c1 && a.c0 + a.c1 >= b.c0 + b.c1; }
+
+static int by_slope(const void *pa, const void *pb) {
+    const NPoly *a = pa, *b = pb;
+    if (a->c1 != b->c1) return a->c1 < b->c1 ? -1 : 1;
+    return a->c0 < b->c0 ? -1 : a->c0 > b->c0;
+}
+
+int npoly_envelope(NPoly *terms, int n) {
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        bool covered = false;
+        for (int j = 0; j < n && !covered; j++)
+            /* of two equal terms, the first is kept */
+            covered = j != i && npoly_covers(terms[j], terms[i]) &&
+                      (!npoly_covers(terms[i], terms[j]) || j < i);
+        if (!covered) terms[kept++] = terms[i];
+    }
+    qsort(terms, (size_t)kept, sizeof *terms, by_slope);
+    return kept;
+}
+
+void kprog_set_workspace(KProgram *p, NPoly *terms, int n) {
+    n = npoly_envelope(terms, n);
+    p->workspace = ARENA_ARRAY(p->arena, NPoly, n + 1);
+    if (n) memcpy(p->workspace, terms, sizeof(NPoly) * (size_t)n);
+    p->nworkspace = n;
+}
+
+int64_t kprog_workspace_size(const KProgram *p, int64_t batch) {
+    int64_t size = 0;
+    for (int i = 0; i < p->nworkspace; i++)
+        if (npoly_eval(p->workspace[i], batch) > size) size = npoly_eval(p->workspace[i], batch);
+    return size;
+}
+
+typedef struct RootMarks {
+    const KProgram *p;
+    bool *used;
+} RootMarks;
+
+static void mark_root(void *ctx, int buf, const Kx *index, bool store) {
+    RootMarks *r = ctx;
+    (void)index;
+    (void)store;
+    r->used[kprog_root_buf(r->p, buf)] = true;
 }
 
 void kblock_mark_roots(const KProgram *p, const KsBlock *b, bool *used) {
-    for (int i = 0; i < b->n; i++) {
-        const Ks *s = b->items[i];
-        mark_kx_roots(p, s->extent, used);
-        mark_kx_roots(p, s->value, used);
-        mark_kx_roots(p, s->index, used);
-        if (s->kind == KS_STORE) used[kprog_root_buf(p, s->buf)] = true;
-        if (s->kind == KS_FOR) kblock_mark_roots(p, &s->body, used);
-    }
+    ks_visit_accesses(b, mark_root, &(RootMarks){p, used});
 }

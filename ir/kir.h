@@ -94,7 +94,8 @@ typedef enum {
     KB_STATE, /* a slot of the model state                */
     KB_ARG,   /* an input, target or output argument       */
     KB_WORK,  /* an intermediate in the workspace arena    */
-    KB_VIEW,  /* the storage of another buffer (reshapes)  */
+    KB_VIEW,  /* the storage of another buffer (reshapes,
+               * and values computed in place, memplan.c)  */
 } KBufKind;
 
 typedef enum { ARG_INPUT, ARG_TARGET, ARG_OUTPUT } ArgRole;
@@ -107,8 +108,21 @@ typedef struct KBuf {
     NPoly offset;   /* KB_STATE: within the state; KB_WORK: within the workspace */
     int arg;        /* KB_ARG: index into the argument list */
     int view_of;    /* KB_VIEW: the buffer whose storage this is */
+    bool in_place;  /* KB_VIEW: a value computed over an input that dies in its kernel */
     IrType type;    /* the tensor it holds */
+    /* The first and last kernel that use this storage, through views too
+     * (memplan.c; -1 if none); a value read after the last kernel (the
+     * result) lives until nkernels. Set on every buffer that is no view;
+     * a view computed in place keeps the range of its own uses. */
+    int live_first, live_last;
 } KBuf;
+
+/* The elements a KB_WORK buffer takes in the workspace: its size with each
+ * coefficient rounded up to 16 elements (64 bytes of f32), so that every
+ * region starts on a cache line of its own for any N. */
+static inline NPoly kbuf_footprint(const KBuf *b) {
+    return (NPoly){(b->size.c0 + 15) & ~(int64_t)15, (b->size.c1 + 15) & ~(int64_t)15};
+}
 
 typedef struct KArg {
     const char *name;
@@ -160,7 +174,14 @@ typedef struct KProgram {
     int nkernels, kernels_cap;
     int nvars, nlocals;
     int result_buf;    /* scalar returned by the function (the loss), or -1 */
-    NPoly workspace;   /* elements of real */
+    /* The workspace, in elements of real: the largest of these terms at the
+     * call's batch size (kprog_workspace_size). One polynomial is not
+     * enough once regions share memory: the constant-size values of the
+     * end of a step (weight gradients) and the activations, which grow
+     * with N, peak at different times, and the workspace is the larger
+     * of the two peaks, not their sum. */
+    NPoly *workspace;
+    int nworkspace;
     int64_t state_size;
 } KProgram;
 
@@ -196,11 +217,43 @@ void ks_decl_at(Arena *a, KsBlock *b, int pos, int local, Kx *value);
 void ks_update(Arena *a, KsBlock *b, int local, KxOp op, Kx *value);
 void ks_store(Arena *a, KsBlock *b, int buf, Kx *index, Kx *value, bool accumulate);
 
+/* Sets the workspace to the largest of terms[0..n) (their upper envelope
+ * for N >= 1; terms may be rewritten). */
+void kprog_set_workspace(KProgram *p, NPoly *terms, int n);
+/* Elements of real the workspace needs for a call on `batch` examples. */
+int64_t kprog_workspace_size(const KProgram *p, int64_t batch);
+/* Drops from terms[0..n) those that another is at least as large as for
+ * every N >= 1, and sorts the rest by growing c1; returns how many remain. */
+int npoly_envelope(NPoly *terms, int n);
+
+/* Calls fn for every buffer access in x (loads) or blk (loads and stores),
+ * with the buffer, its index expression and whether it is a store. */
+typedef void (*KAccessFn)(void *ctx, int buf, const Kx *index, bool store);
+void kx_visit_accesses(const Kx *x, KAccessFn fn, void *ctx);
+void ks_visit_accesses(const KsBlock *blk, KAccessFn fn, void *ctx);
+
 /* The storage buffer behind a view chain. */
 int kprog_root_buf(const KProgram *p, int buf);
 /* Sets used[root] for every root buffer that block b loads or stores. */
 void kblock_mark_roots(const KProgram *p, const KsBlock *b, bool *used);
 
+/* The value of an int expression of constants and N at batch `batch`
+ * (a gemm's extents, counts and strides); false if it reads anything else. */
+bool kx_eval_int(const Kx *x, int64_t batch, int64_t *value);
+/* Floating-point operations of the program's matrix products at `batch`:
+ * 2*m*n*k for each product (count of them for a batched gemm), the
+ * convention of BLAS benchmarks; loop kernels are not counted. -1 if an
+ * extent is not a function of the batch alone. */
+double kprog_gemm_flops(const KProgram *p, int64_t batch);
+
 void kprog_print(FILE *out, const KProgram *p);
+
+/* The largest sum of the footprints of the workspace regions that one
+ * kernel needs at once, at batch size `batch`: no plan can use less
+ * workspace (needs the live ranges, memplan.c). */
+int64_t kprog_workspace_lower_bound(const KProgram *p, int64_t batch);
+/* The workspace regions: offset, size and live range of each, the total and
+ * the lower bound at `batch` (--emit-ir). */
+void kprog_print_workspace(FILE *out, const KProgram *p, int64_t batch);
 
 #endif

@@ -7,10 +7,40 @@
  */
 #include "ir/kir.h"
 
+static const char *npoly_str(NPoly p, char *buf, size_t size) {
+    if (p.c1 && p.c0) snprintf(buf, size, "%lld*N + %lld", (long long)p.c1, (long long)p.c0);
+    else if (p.c1) snprintf(buf, size, "%lld*N", (long long)p.c1);
+    else snprintf(buf, size, "%lld", (long long)p.c0);
+    return buf;
+}
+
+enum { NPOLY_STR_MAX = 48 };
+
 static void print_npoly(FILE *out, NPoly p) {
-    if (p.c1 && p.c0) fprintf(out, "%lld*N + %lld", (long long)p.c1, (long long)p.c0);
-    else if (p.c1) fprintf(out, "%lld*N", (long long)p.c1);
-    else fprintf(out, "%lld", (long long)p.c0);
+    char buf[NPOLY_STR_MAX];
+    fputs(npoly_str(p, buf, sizeof buf), out);
+}
+
+/* "max(2592*N, 1296*N + 802848)", or the one term. */
+static void print_workspace_size(FILE *out, const KProgram *p) {
+    if (p->nworkspace == 0) fputs("0", out);
+    if (p->nworkspace > 1) fputs("max(", out);
+    for (int i = 0; i < p->nworkspace; i++) {
+        if (i) fputs(", ", out);
+        print_npoly(out, p->workspace[i]);
+    }
+    if (p->nworkspace > 1) fputs(")", out);
+}
+
+/* "live 3..7" (kernels), "live 3..end" for a value read after the last. */
+static void print_live(FILE *out, const KProgram *p, const KBuf *b) {
+    if (b->live_first < 0) {
+        fputs("unused", out);
+        return;
+    }
+    fprintf(out, "live %d..", b->live_first);
+    if (b->live_last >= p->nkernels) fputs("end", out);
+    else fprintf(out, "%d", b->live_last);
 }
 
 static int precedence(KxOp op) {
@@ -118,7 +148,7 @@ void kprog_print(FILE *out, const KProgram *p) {
     static const char *const kinds[] = {"state", "arg", "work", "view"};
     static const char *const roles[] = {"input", "target", "output"};
     fprintf(out, "program %s (real = %s, workspace ", p->name, p->real_f64 ? "f64" : "f32");
-    print_npoly(out, p->workspace);
+    print_workspace_size(out, p);
     fprintf(out, ")\n");
     for (int i = 0; i < p->nargs; i++) {
         char tb[TYPE_STR_MAX];
@@ -130,13 +160,20 @@ void kprog_print(FILE *out, const KProgram *p) {
         char tb[TYPE_STR_MAX];
         fprintf(out, "  b%-3d %-5s %-28s %-16s", i, kinds[b->kind], b->name ? b->name : "",
                 type_str(&b->type, tb, sizeof tb));
-        if (b->kind == KB_STATE || b->kind == KB_WORK) {
+        if (b->kind == KB_STATE) {
             fputs(" @", out);
             print_npoly(out, b->offset);
+        } else if (b->kind == KB_WORK) {
+            fputs(" @", out);
+            print_npoly(out, b->offset);
+            fputs(" size ", out);
+            print_npoly(out, kbuf_footprint(b));
+            fputc(' ', out);
+            print_live(out, p, b);
         } else if (b->kind == KB_ARG) {
             fprintf(out, " arg %d", b->arg);
         } else {
-            fprintf(out, " of b%d", b->view_of);
+            fprintf(out, " of b%d%s", b->view_of, b->in_place ? " (in place)" : "");
         }
         fputc('\n', out);
     }
@@ -164,4 +201,27 @@ void kprog_print(FILE *out, const KProgram *p) {
             print_block(out, p, &kn->body, 1);
         }
     }
+}
+
+void kprog_print_workspace(FILE *out, const KProgram *p, int64_t batch) {
+    const char *unit = p->real_f64 ? "doubles" : "floats";
+    int64_t total = kprog_workspace_size(p, batch), bound = kprog_workspace_lower_bound(p, batch);
+    fprintf(out, "workspace %s {  # ", p->name);
+    print_workspace_size(out, p);
+    fprintf(out, " %s; at N=%lld: %lld, lower bound %lld", unit, (long long)batch, (long long)total,
+            (long long)bound);
+    if (bound > 0) fprintf(out, " (%.2fx)", (double)total / (double)bound);
+    fputc('\n', out);
+    for (int i = 0; i < p->nbufs; i++) {
+        const KBuf *b = &p->bufs[i];
+        if (b->kind != KB_WORK && !b->in_place) continue;
+        char tb[TYPE_STR_MAX], where[2 * NPOLY_STR_MAX], sb[NPOLY_STR_MAX];
+        if (b->kind == KB_WORK) snprintf(where, sizeof where, "@%s", npoly_str(b->offset, sb, sizeof sb));
+        else snprintf(where, sizeof where, "in place of b%d", b->view_of);
+        fprintf(out, "  b%-4d %-28s %-16s %-20s size %-14s ", i, b->name ? b->name : "",
+                type_str(&b->type, tb, sizeof tb), where, npoly_str(kbuf_footprint(b), sb, sizeof sb));
+        print_live(out, p, b);
+        fputc('\n', out);
+    }
+    fputs("}\n", out);
 }

@@ -222,3 +222,18 @@ void fuse_plan_free(FusePlan *p) {
     free(p->last);
     memset(p, 0, sizeof *p);
 }
+
+void fuse_kernel_of(const Graph *g, const FusePlan *p, int *kernel) {
+    int *first_reader = xmalloc(sizeof(int) * ((size_t)g->n + 1));
+    for (int i = 0; i < g->n; i++) first_reader[i] = -1;
+    for (int i = 0; i < g->n; i++)
+        for (int k = 0; k < g->nodes[i].nin; k++)
+            if (first_reader[g->nodes[i].in[k]] < 0) first_reader[g->nodes[i].in[k]] = i;
+    /* readers come after what they read: decide from the end */
+    for (int i = g->n - 1; i >= 0; i--) {
+        if (p->group[i] >= 0) kernel[i] = p->group[i];
+        else if (p->virt[i]) kernel[i] = first_reader[i] >= 0 ? kernel[first_reader[i]] : -1;
+        else kernel[i] = emits_kernel(g, p, i) ? i : -1;
+    }
+    free(first_reader);
+}

@@ -318,13 +318,12 @@ static void lower_ew(LowerCtx *c, int id) {
 
 /* ---- workspace regions -------------------------------------------------------------------- */
 
-/* A region of the workspace arena holding a tensor of type t. */
+/* A region of the workspace arena holding a tensor of type t, after the
+ * others: the layout memplan.c replaces with one that shares memory. */
 static int workspace_buffer(LowerCtx *c, const char *name, IrType t) {
     KBuf b = {.name = name, .kind = KB_WORK, .dtype = t.dtype, .size = numel_poly(&t),
-              .offset = c->p->workspace, .type = t};
-    /* 16 elements: each buffer starts on its own cache line for any N. */
-    NPoly sz = {(b.size.c0 + 15) & ~(int64_t)15, (b.size.c1 + 15) & ~(int64_t)15};
-    c->p->workspace = npoly_add(c->p->workspace, sz);
+              .offset = c->workspace_end, .type = t};
+    c->workspace_end = npoly_add(c->workspace_end, kbuf_footprint(&b));
     return kprog_add_buf(c->p, b);
 }
 
@@ -786,6 +785,9 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
         if (copy_to[k] >= 0) copy_kernel(&c, outs[k], copy_to[k], outs[k]);
     free(copy_to);
     free(outs);
+    kprog_set_workspace(p, &c.workspace_end, 1);
+    if (opt_enabled(&m->opt, XF_MEMPLAN)) pass_memplan(p, m->train_spec.batch);
+    else memplan_liveness(p);
     free(c.buf);
     free(c.scalar_local);
     free(c.scalar_kernel);
@@ -842,5 +844,7 @@ KProgram *lower_init(Module *m, bool real_f64) {
         Ks *f = ks_for(a, &kn->body, v, kx_int(a, s->size), true);
         ks_store(a, &f->body, buf, kx_var(a, v), init_value(a, s, kx_var(a, v)), false);
     }
+    kprog_set_workspace(p, NULL, 0);
+    memplan_liveness(p);
     return p;
 }

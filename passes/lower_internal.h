@@ -13,6 +13,7 @@ typedef struct LowerCtx {
     Arena *a;
     int *buf;     /* node -> buffer, or -1 (an inlined value, or an assign) */
     FusePlan fp;  /* which values are computed where they are read */
+    NPoly workspace_end; /* where the next workspace region goes */
     /* The kernel being built: its top-level block, how many statements
      * at its start compute inlined scalars once, and which local holds
      * each (valid while scalar_kernel[id] == kernels). */

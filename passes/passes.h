@@ -6,6 +6,9 @@
  *   derive      model graph -> forward, eval and grad graphs (dead nodes gone)
  *   autodiff    grad graph += the gradient of the loss for every trainable param
  *   optimizer   train graph = grad graph + the parameter update; state layout
+ *   simplify    forward, eval, grad and train: constants folded, algebraic
+ *               identities, common subexpressions merged, dead code removed
+ *               (unless --disable-pass=simplify)
  *
  * and lower.c turns any of the resulting graphs into a KProgram (fusing
  * elementwise chains into the kernels that read them, fuse.c). Shape
@@ -45,6 +48,22 @@ bool pass_autodiff(Module *m, Diag *d);
  * lays out the model state (module_layout_state). */
 bool pass_optimizer(Module *m, Diag *d);
 
+/* ---- simplify.c ---------------------------------------------------------------------- */
+/* What simplifying did, summed over the sweeps of the graphs it was given. */
+typedef struct SimplifyStats {
+    int folded;    /* nodes that became constants                     */
+    int rewritten; /* nodes replaced by an algebraic identity         */
+    int merged;    /* nodes merged into an equal earlier node         */
+    int removed;   /* nodes nothing read, removed                     */
+} SimplifyStats;
+
+/* Simplifies one function in place; adds to *stats what it did (stats may
+ * be NULL). */
+void graph_simplify(Graph *g, SimplifyStats *stats);
+/* The pass: graph_simplify on forward, eval, grad and train_step, when
+ * XF_SIMPLIFY is enabled in m->opt. */
+bool pass_simplify(Module *m, Diag *d);
+
 /* ---- fuse.c --------------------------------------------------------------------------- */
 /* Which values of a function are computed inside the kernels that read
  * them, and which assignments share one loop. */
@@ -58,6 +77,11 @@ typedef struct FusePlan {
 /* With `enabled` false, nothing is inlined and no assignments share a loop. */
 FusePlan fuse_plan(const Graph *g, ProgKind kind, bool enabled);
 void fuse_plan_free(FusePlan *p);
+/* The node whose kernel computes each node (for pictures of the plan): the
+ * node itself when it has a kernel of its own, the first reader's kernel
+ * for an inlined value, the first member's for a grouped assignment, -1
+ * for what needs no code (inputs, params, constants, views). */
+void fuse_kernel_of(const Graph *g, const FusePlan *p, int *kernel);
 
 /* ---- lower.c ----------------------------------------------------------------------- */
 /* The Kernel IR of one function of the module; `g` is one of m->forward,
@@ -65,6 +89,17 @@ void fuse_plan_free(FusePlan *p);
 KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64);
 /* The program that fills the state with initial values from a seed. */
 KProgram *lower_init(Module *m, bool real_f64);
+
+/* ---- memplan.c --------------------------------------------------------------------- */
+/* Sets every buffer's live range (KBuf.live_first, live_last): the kernels
+ * that use its storage. */
+void memplan_liveness(KProgram *p);
+/* Lets workspace values that are never live at the same time share memory:
+ * computes liveness, computes elementwise results in place of inputs that
+ * die in their kernel, and packs the regions (offsets, p->workspace) for
+ * every batch size, judged most closely at `train_batch`. lower_graph runs
+ * it unless XF_MEMPLAN is disabled. */
+void pass_memplan(KProgram *p, int64_t train_batch);
 
 /* ---- pipeline.c -------------------------------------------------------------------- */
 /* The names of the optional transformations (Transform order), for

@@ -14,13 +14,14 @@ static const Pass pipeline[] = {
     {"derive", pass_derive},
     {"autodiff", pass_autodiff},
     {"optimizer", pass_optimizer},
+    {"simplify", pass_simplify},
 };
 
 enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
 
 const char *const transform_names[XF_COUNT] = {"simplify", "fuse", "memplan"};
 
-const char *const pass_names[] = {"shape", "derive", "autodiff", "optimizer", NULL};
+const char *const pass_names[] = {"shape", "derive", "autodiff", "optimizer", "simplify", NULL};
 
 static bool verify_module(const Module *m, const char *after) {
     const Graph *graphs[] = {m->model, m->forward, m->eval, m->grad, m->train};

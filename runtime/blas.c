@@ -1,11 +1,28 @@
 /* blas.c - matrix products through OpenBLAS. */
 #include "runtime/nnrt.h"
 
+#include "runtime/sgemm_avx512.h"
+
 #include <cblas.h>
+
+#ifdef NNRT_SGEMM_AVX512
+/* Whether f32 products take the AVX-512 kernels (decided once). */
+static bool use_avx512(void) {
+    static int known; /* 0 unknown, 1 no, 2 yes */
+    if (!known) known = nnrt_sgemm_avx512_available() ? 2 : 1;
+    return known == 2;
+}
+#endif
 
 void nnrt_sgemm(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
+#ifdef NNRT_SGEMM_AVX512
+    if (k > 0 && use_avx512()) {
+        nnrt_sgemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#endif
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m,
                 (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }
@@ -48,6 +65,6 @@ void nnrt_dgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_
                    c + i * sc, ldc);
 }
 
-void nnrt_set_threads(int n) {
+void nnrt_blas_threads(int n) {
     if (n > 0) openblas_set_num_threads(n);
 }

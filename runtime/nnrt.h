@@ -33,7 +33,17 @@ void nnrt_profile_reset(int64_t kernels);
 void nnrt_profile_tick(int64_t kernel);
 const double *nnrt_profile_seconds(void);
 
-/* Threads OpenBLAS may use (0: its default). */
+/* Threads for the runtime's parallel work and for OpenBLAS (n <= 0 keeps
+ * the default: every core), and the count in effect. */
 void nnrt_set_threads(int n);
+int nnrt_threads(void);
+
+/* Runs fn(ctx, lo, hi) over disjoint ranges that cover [0, n), on the
+ * runtime's threads (runtime/pool.c), and returns when all are done. */
+typedef void (*NnrtRangeFn)(void *ctx, int64_t lo, int64_t hi);
+void nnrt_parallel_for(int64_t n, NnrtRangeFn fn, void *ctx);
+
+/* OpenBLAS's own thread count (blas.c). */
+void nnrt_blas_threads(int n);
 
 #endif

@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential cmake pkg-config llvm-19-dev flex bison libopenblas-dev check zlib1g-dev
-          libcjson-dev clang dataset-fashion-mnist"
+          libcjson-dev libreadline-dev clang dataset-fashion-mnist graphviz python3 man-db groff-base"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -186,6 +186,13 @@ const char *closest_name(const char *name, const char *const *candidates, int n)
     return NULL;
 }
 
+const char *did_you_mean(const char *name, const char *const *candidates, int n, char *buf, size_t size) {
+    const char *near = closest_name(name, candidates, n);
+    if (near) snprintf(buf, size, "; did you mean '%s'?", near);
+    else if (size) buf[0] = '\0';
+    return buf;
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

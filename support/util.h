@@ -45,6 +45,10 @@ int write_file_atomic(const char *path, const void *data, size_t len);
 int edit_distance(const char *a, const char *b);
 /* The candidate closest to `name` if it is close enough to be a likely typo. */
 const char *closest_name(const char *name, const char *const *candidates, int n);
+/* "; did you mean 'X'?" when closest_name finds X, else "": the tail of an
+ * "unknown ..." message. Written into buf, which is returned. */
+const char *did_you_mean(const char *name, const char *const *candidates, int n, char *buf, size_t size);
+enum { DID_YOU_MEAN_MAX = 96 };
 
 double now_seconds(void); /* monotonic clock */
 

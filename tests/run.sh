@@ -1,8 +1,9 @@
 #!/bin/sh
 # run.sh - the file-driven tests, run by ctest (one file per test):
 #
-#   run.sh golden NNC FILE.nn [--update]   IR after shape, autodiff and optimizer
-#                                         == FILE.shape.ir, FILE.autodiff.ir, FILE.optimizer.ir
+#   run.sh golden NNC FILE.nn [--update]   IR after shape, autodiff, optimizer and simplify
+#                                         == FILE.shape.ir, FILE.autodiff.ir, FILE.optimizer.ir,
+#                                         FILE.simplify.ir
 #   run.sh error  NNC FILE.nn [--update]   diagnostics of FILE.nn == FILE.err
 #   run.sh fails  NNC FILE.nn COMMAND ARGS...
 #                                         `nnc COMMAND ARGS FILE.nn` reports a failure (status 1)
@@ -46,7 +47,7 @@ golden)
     # Paths are printed relative to the test folder, so the files do not
     # depend on where the repository lives.
     failed=0
-    for pass in shape autodiff optimizer; do
+    for pass in shape autodiff optimizer simplify; do
         expected=$dir/$stem.$pass.ir
         (cd "$dir" && "$nnc" "$base" --print-after=$pass) >"$out" 2>&1 || { cat "$out"; exit 1; }
         compare "$expected" || failed=1

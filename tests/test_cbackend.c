@@ -609,8 +609,8 @@ static void prepare_model(Model *md, int index) {
     md->workspace = 1;
     const KProgram *ps[] = {md->init, md->fwd, md->train};
     for (int k = 0; k < 3; k++)
-        if (npoly_eval(ps[k]->workspace, md->batch) > md->workspace)
-            md->workspace = npoly_eval(ps[k]->workspace, md->batch);
+        if (kprog_workspace_size(ps[k], md->batch) > md->workspace)
+            md->workspace = kprog_workspace_size(ps[k], md->batch);
     const StateSlot *spe = module_find_slot(md->m, "opt.steps_per_epoch");
     md->spe = spe ? spe->offset : -1;
     uint64_t key = 1000 * (uint64_t)(index + 1);

@@ -301,7 +301,7 @@ static double *emu_addr(const KProgram *p, double *state, double *ws, void **arg
 /* One run of an f64 program: launches emulated, products by the CPU runtime. */
 static double emu_program(Emu *e, double *state, void **args, int64_t batch, uint64_t seed) {
     const KProgram *p = e->p;
-    int64_t words = npoly_eval(p->workspace, batch);
+    int64_t words = kprog_workspace_size(p, batch);
     double *ws = xcalloc((size_t)words + 8, sizeof(double));
     long long N = batch;
     unsigned long long sd = seed;

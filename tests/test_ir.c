@@ -172,6 +172,32 @@ START_TEST(test_kernel_ir_folding) {
 }
 END_TEST
 
+/* Extents evaluated at a batch; 2*m*n*k per product, times a batched gemm's count. */
+START_TEST(test_kernel_ir_gemm_flops) {
+    Arena a = {0};
+    int64_t v;
+    ck_assert(kx_eval_int(kx_npoly(&a, (NPoly){3, 784}), 2, &v));
+    ck_assert_int_eq(v, 1571);
+    ck_assert(kx_eval_int(kx_bin(&a, KX_DIV, kx_batch(&a), kx_int(&a, 4)), 10, &v));
+    ck_assert_int_eq(v, 2);
+    ck_assert(!kx_eval_int(kx_var(&a, 0), 10, &v));
+    ck_assert(!kx_eval_int(kx_bin(&a, KX_MOD, kx_batch(&a), kx_int(&a, 0)), 10, &v));
+
+    KProgram *p = kprog_new(&a, "forward", PROG_FORWARD);
+    ck_assert_double_eq(kprog_gemm_flops(p, 64), 0);
+    Kernel *k = kprog_add_kernel(p, KK_GEMM, "dense", -1);
+    k->gemm = (KGemm){.m = kx_batch(&a), .n = kx_int(&a, 10), .k = kx_int(&a, 784)};
+    kprog_add_kernel(p, KK_LOOP, "sigmoid", -1);
+    k = kprog_add_kernel(p, KK_GEMM, "conv", -1);
+    k->gemm = (KGemm){.m = kx_int(&a, 6), .n = kx_int(&a, 784), .k = kx_int(&a, 25), .count = kx_batch(&a)};
+    ck_assert_double_eq(kprog_gemm_flops(p, 64), 2.0 * 64 * 10 * 784 + 2.0 * 6 * 784 * 25 * 64);
+    k = kprog_add_kernel(p, KK_GEMM, "odd", -1);
+    k->gemm = (KGemm){.m = kx_var(&a, 0), .n = kx_int(&a, 1), .k = kx_int(&a, 1)};
+    ck_assert_double_eq(kprog_gemm_flops(p, 64), -1);
+    arena_free_all(&a);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("ir");
     TCase *tc = tcase_create("graph");
@@ -181,6 +207,7 @@ int main(void) {
     tcase_add_test(tc, test_remove_dead_and_print);
     tcase_add_test(tc, test_verifier_catches_broken_graphs);
     tcase_add_test(tc, test_kernel_ir_folding);
+    tcase_add_test(tc, test_kernel_ir_gemm_flops);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

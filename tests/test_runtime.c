@@ -1,10 +1,12 @@
 /* test_runtime.c - the runtime library: the random number generator (its
  * exact values are part of the contract with generated code), IDX loading
- * with its error paths, batching and accuracy. */
+ * with its error paths, batching and accuracy, the matrix kernels against a
+ * double-precision reference, and the thread pool. */
 #include "runtime/augment.h"
 #include "runtime/data.h"
 #include "runtime/nnrt.h"
 #include "runtime/rng.h"
+#include "runtime/sgemm_avx512.h"
 
 #include "check_main.h"
 #include <math.h>
@@ -197,6 +199,89 @@ START_TEST(test_sgemm_transposes) {
 }
 END_TEST
 
+/* c := alpha op(a) op(b) + beta c in double precision, the reference. */
+static void reference_gemm(int ta, int tb, int m, int n, int k, double alpha, const float *a, int lda,
+                           const float *b, int ldb, double beta, const float *c0, double *c, int ldc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double sum = 0;
+            for (int q = 0; q < k; q++)
+                sum += (double)(ta ? a[q * lda + i] : a[i * lda + q]) * (tb ? b[j * ldb + q] : b[q * ldb + j]);
+            c[i * ldc + j] = alpha * sum + (beta == 0 ? 0 : beta * c0[i * ldc + j]);
+        }
+}
+
+/* nnrt_sgemm on shapes that cross every edge of its kernels (row blocks,
+ * 16-lane vectors, 64-column panels, 256-product blocks, the split over
+ * threads), both transposes, padded leading dimensions, alpha and beta,
+ * with one thread and with two. A C holding NaN must not leak through
+ * beta = 0; nothing outside C may be written. */
+START_TEST(test_sgemm_shapes) {
+    static const int sizes[][3] = {{1, 1, 1},   {1, 10, 784},  {64, 10, 784}, {784, 10, 64}, {13, 17, 5},
+                                   {7, 65, 300}, {100, 129, 9}, {3, 200, 513}, {25, 48, 33}, {128, 256, 100}};
+    for (int threads = 1; threads <= 2; threads++) {
+        nnrt_set_threads(threads);
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+            for (int t = 0; t < 8; t++) {
+                int m = sizes[s][0], n = sizes[s][1], k = sizes[s][2], ta = t & 1, tb = (t >> 1) & 1;
+                float beta = (t & 4) ? 0.5f : 0.0f, alpha = (t & 4) ? 1.0f : -0.75f;
+                int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+                float *a = malloc(sizeof(float) * (size_t)(ta ? k : m) * lda);
+                float *b = malloc(sizeof(float) * (size_t)(tb ? n : k) * ldb);
+                float *c = malloc(sizeof(float) * (size_t)m * ldc);
+                float *c0 = malloc(sizeof(float) * (size_t)m * ldc);
+                double *want = malloc(sizeof(double) * (size_t)m * ldc);
+                for (int i = 0; i < (ta ? k : m) * lda; i++) a[i] = (float)nnrt_rand_uniform(1, (uint64_t)i) - 0.5f;
+                for (int i = 0; i < (tb ? n : k) * ldb; i++) b[i] = (float)nnrt_rand_uniform(2, (uint64_t)i) - 0.5f;
+                for (int i = 0; i < m * ldc; i++)
+                    c0[i] = c[i] = beta == 0 && i % ldc < n ? NAN : (float)nnrt_rand_uniform(3, (uint64_t)i);
+                nnrt_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+                reference_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, want, ldc);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < ldc; j++) {
+                        double got = c[i * ldc + j];
+                        if (j >= n) { /* padding between rows: untouched */
+                            ck_assert_msg(got == c0[i * ldc + j], "wrote outside C at %d,%d", i, j);
+                            continue;
+                        }
+                        double w = want[i * ldc + j];
+                        ck_assert_msg(fabs(got - w) <= 1e-5 * (1 + sqrt((double)k)),
+                                      "%dx%dx%d ta=%d tb=%d threads=%d: c[%d][%d] = %g, want %g", m, n, k, ta, tb,
+                                      threads, i, j, got, w);
+                    }
+                free(a), free(b), free(c), free(c0), free(want);
+            }
+    }
+    nnrt_set_threads(2);
+}
+END_TEST
+
+/* Adds every index of its range, once. */
+static void add_indices(void *ctx, int64_t lo, int64_t hi) {
+    _Atomic int64_t *sum = ctx;
+    for (int64_t i = lo; i < hi; i++) *sum += i + 1;
+}
+
+/* A region inside a region runs on its caller; both cover their range once. */
+static void nested_region(void *ctx, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) nnrt_parallel_for(100, add_indices, ctx);
+}
+
+START_TEST(test_parallel_for_covers_once) {
+    nnrt_set_threads(2);
+    for (int64_t n = 0; n < 50; n++)
+        for (int round = 0; round < 20; round++) {
+            _Atomic int64_t sum = 0;
+            nnrt_parallel_for(n, add_indices, &sum);
+            ck_assert_int_eq(sum, n * (n + 1) / 2);
+        }
+    _Atomic int64_t sum = 0;
+    nnrt_parallel_for(7, nested_region, &sum);
+    ck_assert_int_eq(sum, 7 * 5050);
+    ck_assert_int_eq(nnrt_threads(), 2);
+}
+END_TEST
+
 /* A 3x4 image with distinct values, flipped and shifted by hand. */
 START_TEST(test_augment_geometry) {
     float img[12], scratch[12];
@@ -276,5 +361,10 @@ int main(void) {
     tcase_add_test(data, test_select_classes);
     tcase_add_test(data, test_sgemm_batched);
     suite_add_tcase(s, data);
+    TCase *kernels = tcase_create("kernels");
+    tcase_add_test(kernels, test_sgemm_shapes);
+    tcase_add_test(kernels, test_parallel_for_covers_once);
+    tcase_set_timeout(kernels, 60);
+    suite_add_tcase(s, kernels);
     return run_suite(s);
 }

@@ -596,13 +596,16 @@ static char *program_comment(const KProgram *p, const char *name) {
                   p->args[i].name, type_str(&p->args[i].type, tb, sizeof tb));
     }
     if (p->nargs) sb_puts(&sb, ".");
-    if (p->workspace.c0 || p->workspace.c1) {
-        sb_puts(&sb, " Workspace: ");
-        if (p->workspace.c1)
-            sb_printf(&sb, "%lld * N%s", (long long)p->workspace.c1, p->workspace.c0 ? " + " : "");
-        if (p->workspace.c0) sb_printf(&sb, "%lld", (long long)p->workspace.c0);
-        sb_puts(&sb, " floats.");
+    /* the largest of its terms, which one depending on N */
+    int terms = 0;
+    for (int i = 0; i < p->nworkspace; i++) {
+        NPoly w = p->workspace[i];
+        if (!w.c0 && !w.c1) continue;
+        sb_puts(&sb, terms++ ? ", " : p->nworkspace > 1 ? " Workspace: the largest of " : " Workspace: ");
+        if (w.c1) sb_printf(&sb, "%lld * N%s", (long long)w.c1, w.c0 ? " + " : "");
+        if (w.c0) sb_printf(&sb, "%lld", (long long)w.c0);
     }
+    if (terms) sb_puts(&sb, " floats.");
     if (p->result_buf >= 0) {
         const KBuf *r = &p->bufs[p->result_buf];
         sb_printf(&sb, " Returns %s (b%d).", r->name ? r->name : "the loss",

@@ -1,0 +1,196 @@
+/* sgemm_avx512.c - f32 matrix products with AVX-512 for the shapes that
+ * neural networks' small layers produce and that BLAS libraries serve
+ * poorly: a narrow C (a 10-class output layer: n = 10), a single row (a
+ * forward pass at batch 1) or a small product overall. For those, BLAS's
+ * packing and blocking cost more than the arithmetic, and a library built
+ * for AVX2 leaves half of an AVX-512 core's width unused.
+ *
+ * The kernel holds a block of R rows x NV vectors of 16 columns of C in
+ * registers (at most 24 accumulators), and for each of the k products
+ * loads NV vectors of op(B)'s row and adds op(A)(i, k) * that row to each of
+ * the R rows. op(B) is read in place when it is not transposed (its rows
+ * are contiguous; the last vector of a panel is masked) and packed, per
+ * panel of columns and block of KC products, into a zero-padded buffer when
+ * it is. The products are split in blocks of KC so that the part of op(B)
+ * being reused across row blocks stays in the core's caches. */
+#include "runtime/sgemm_avx512.h"
+#include "runtime/nnrt.h"
+
+#ifdef NNRT_SGEMM_AVX512
+#include <immintrin.h>
+
+#include <stdbool.h>
+
+enum { KC = 256, NV_MAX = 4, LANES = 16 };
+
+typedef struct Product {
+    bool ta, tb;
+    int64_t m, n, k;
+    float alpha, beta;
+    const float *a;
+    int64_t lda;
+    const float *b;
+    int64_t ldb;
+    float *c;
+    int64_t ldc;
+} Product;
+
+/* op(B)'s rows k0 .. k0 + kc, columns j0 .. j0 + 16 NV, for a block. */
+typedef struct Panel {
+    const float *row0; /* element (k0, j0) */
+    int64_t stride;    /* from one row to the next */
+    __mmask16 last;    /* lanes of the panel's last vector that C has */
+} Panel;
+
+#define KERNEL __attribute__((target("avx512f,fma")))
+#define INLINE_KERNEL static inline __attribute__((always_inline, target("avx512f,fma")))
+
+/* C's rows i0 .. i0 + R, the panel's columns, over products k0 .. k0 + kc;
+ * `first`: the block of products that applies beta (later ones add). R and
+ * NV are constants where this is inlined, so acc lives in registers. */
+INLINE_KERNEL void block(const Product *p, int R, int NV, int64_t i0, int64_t j0, const Panel *panel, int64_t k0,
+                         int64_t kc, bool first) {
+    __m512 acc[12][NV_MAX];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+
+    /* op(A)(i, k) sits at a + i * a_row + k * a_col. */
+    int64_t a_row = p->ta ? 1 : p->lda, a_col = p->ta ? p->lda : 1;
+    const float *a = p->a + i0 * a_row + k0 * a_col;
+    const float *brow = panel->row0;
+    for (int64_t kk = 0; kk < kc; kk++, a += a_col, brow += panel->stride) {
+        __m512 b[NV_MAX];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            b[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(panel->last, brow + LANES * v)
+                               : _mm512_loadu_ps(brow + LANES * v);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512 x = _mm512_set1_ps(a[r * a_row]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(x, b[v], acc[r][v]);
+        }
+    }
+
+    __m512 alpha = _mm512_set1_ps(p->alpha), beta = _mm512_set1_ps(first ? p->beta : 1.0f);
+    bool read_c = !first || p->beta != 0; /* beta = 0 ignores what C held, NaN included */
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        float *c = p->c + (i0 + r) * p->ldc + j0;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __mmask16 lanes = v == NV - 1 ? panel->last : (__mmask16)0xFFFF;
+            __m512 x = _mm512_mul_ps(alpha, acc[r][v]);
+            if (read_c) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(lanes, c + LANES * v), x);
+            _mm512_mask_storeu_ps(c + LANES * v, lanes, x);
+        }
+    }
+}
+
+/* The rows of C a block holds, for a panel of NV vectors: as many as keep
+ * the accumulators and op(B)'s row within the 32 vector registers. */
+static const int block_rows[NV_MAX + 1] = {0, 12, 8, 6, 5};
+
+#define CASE(R, NV)                                                                                      \
+    case R: block(p, R, NV, i0, j0, panel, k0, kc, first); break;
+
+/* Every block of rows of C for one panel and one block of products. */
+#define ROW_BLOCKS(NV, ...)                                                                              \
+    KERNEL static void row_blocks_##NV(const Product *p, int64_t j0, const Panel *panel, int64_t k0,      \
+                                       int64_t kc, bool first) {                                         \
+        for (int64_t i0 = 0; i0 < p->m; i0 += block_rows[NV]) {                                          \
+            int64_t rows = p->m - i0 < block_rows[NV] ? p->m - i0 : block_rows[NV];                      \
+            switch (rows) { __VA_ARGS__ }                                                                \
+        }                                                                                                \
+    }
+
+ROW_BLOCKS(1, CASE(1, 1) CASE(2, 1) CASE(3, 1) CASE(4, 1) CASE(5, 1) CASE(6, 1) CASE(7, 1) CASE(8, 1)
+                  CASE(9, 1) CASE(10, 1) CASE(11, 1) CASE(12, 1))
+ROW_BLOCKS(2, CASE(1, 2) CASE(2, 2) CASE(3, 2) CASE(4, 2) CASE(5, 2) CASE(6, 2) CASE(7, 2) CASE(8, 2))
+ROW_BLOCKS(3, CASE(1, 3) CASE(2, 3) CASE(3, 3) CASE(4, 3) CASE(5, 3) CASE(6, 3))
+ROW_BLOCKS(4, CASE(1, 4) CASE(2, 4) CASE(3, 4) CASE(4, 4) CASE(5, 4))
+
+/* op(B) transposed, copied for one panel: packed[kk][jj] = B(j0 + jj, k0 + kk),
+ * zero beyond column `width`. Thread-local, so concurrent products don't
+ * share it and no step allocates. */
+static _Thread_local float packed[KC * NV_MAX * LANES] __attribute__((aligned(64)));
+
+static void pack_transposed(const Product *p, int64_t j0, int64_t width, int64_t k0, int64_t kc, int nv) {
+    int64_t row = (int64_t)nv * LANES;
+    for (int64_t kk = 0; kk < kc; kk++)
+        for (int64_t jj = 0; jj < row; jj++)
+            packed[kk * row + jj] = jj < width ? p->b[(j0 + jj) * p->ldb + k0 + kk] : 0.0f;
+}
+
+KERNEL static void product(const Product *p) {
+    for (int64_t j0 = 0; j0 < p->n; j0 += NV_MAX * LANES) {
+        int64_t width = p->n - j0 < NV_MAX * LANES ? p->n - j0 : NV_MAX * LANES;
+        int nv = (int)((width + LANES - 1) / LANES);
+        int tail = (int)(width - (int64_t)(nv - 1) * LANES);
+        for (int64_t k0 = 0; k0 < p->k; k0 += KC) {
+            int64_t kc = p->k - k0 < KC ? p->k - k0 : KC;
+            __mmask16 last = (__mmask16)((1u << tail) - 1);
+            Panel panel = {p->b + k0 * p->ldb + j0, p->ldb, last};
+            if (p->tb) {
+                pack_transposed(p, j0, width, k0, kc, nv);
+                panel = (Panel){packed, (int64_t)nv * LANES, last};
+            }
+            bool first = k0 == 0;
+            switch (nv) {
+            case 1: row_blocks_1(p, j0, &panel, k0, kc, first); break;
+            case 2: row_blocks_2(p, j0, &panel, k0, kc, first); break;
+            case 3: row_blocks_3(p, j0, &panel, k0, kc, first); break;
+            default: row_blocks_4(p, j0, &panel, k0, kc, first); break;
+            }
+        }
+    }
+}
+
+bool nnrt_sgemm_avx512_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+/* Products of fewer multiply-adds than this run on one thread: sharing
+ * them out costs more than it saves. */
+enum { PARALLEL_MACS = 1 << 17, SPLIT_ROWS = 8, SPLIT_COLUMNS = NV_MAX * LANES };
+
+/* A product shared out by bands of rows of C, or of columns where C has few rows. */
+typedef struct Split {
+    Product whole;
+    bool by_rows;
+    int64_t unit; /* rows or columns per unit of work */
+} Split;
+
+static void product_range(void *ctx, int64_t lo, int64_t hi) {
+    const Split *s = ctx;
+    Product p = s->whole;
+    int64_t size = s->by_rows ? p.m : p.n;
+    int64_t from = lo * s->unit, to = hi * s->unit < size ? hi * s->unit : size;
+    if (s->by_rows) {
+        p.a += from * (p.ta ? 1 : p.lda);
+        p.c += from * p.ldc;
+        p.m = to - from;
+    } else {
+        p.b += from * (p.tb ? p.ldb : 1);
+        p.c += from;
+        p.n = to - from;
+    }
+    product(&p);
+}
+
+void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    Split s = {{ta != 0, tb != 0, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}, m >= 2 * SPLIT_ROWS, 0};
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    s.unit = s.by_rows ? SPLIT_ROWS : SPLIT_COLUMNS;
+    int64_t units = ((s.by_rows ? m : n) + s.unit - 1) / s.unit;
+    if (m * n * k < PARALLEL_MACS || units < 2)
+        product(&s.whole);
+    else
+        nnrt_parallel_for(units, product_range, &s);
+}
+
+#endif
