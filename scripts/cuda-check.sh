@@ -27,7 +27,7 @@ command -v cmake >/dev/null || missing="$missing cmake"
 command -v flex >/dev/null || missing="$missing flex"
 command -v bison >/dev/null || missing="$missing bison"
 [ -d /usr/lib/llvm-19/lib/cmake/llvm ] || missing="$missing llvm-19-dev"
-for pc in openblas libcjson check zlib; do
+for pc in openblas libcjson check zlib readline; do
     pkg-config --exists $pc 2>/dev/null || missing="$missing $pc(pkg-config)"
 done
 nnc=$root/build-cuda/nnc test_cuda=$root/build-cuda/tests/test_cuda
