@@ -47,7 +47,8 @@ elif [ -f build-cuda/gpu-pack.tar.xz ]; then
         python3 -c "import tarfile; tarfile.open('gpu-pack.tar.xz').extractall('.')"; }) ||
         { say "cannot unpack the pack"; exit 1; }
     nnc=$root/build-cuda/gpu-pack/nnc test_cuda=$root/build-cuda/gpu-pack/test_cuda
-    export LD_LIBRARY_PATH="$root/build-cuda/gpu-pack/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # the pack was linked where the toolkit sat on the building machine
+    export LD_LIBRARY_PATH="$root/build-cuda/gpu-pack/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
     say "missing to build here:$missing"
     say "and no build-cuda/gpu-pack.tar.xz: run scripts/cuda-pack.sh on a machine with them and carry it"
