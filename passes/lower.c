@@ -51,7 +51,7 @@ Kx *lw_index(Arena *a, const IrType *t, Kx **vars) {
 KsBlock *lw_loops(LowerCtx *c, KsBlock *blk, Kx *const *extents, int n, Kx **vars, bool parallel) {
     for (int i = 0; i < n; i++) {
         int v = kprog_new_var(c->p);
-        blk = &ks_for(c->a, blk, v, extents[i], parallel && i == 0)->body;
+        blk = &ks_for(c->a, blk, v, extents[i], parallel)->body;
         vars[i] = kx_var(c->a, v);
     }
     return blk;

@@ -42,8 +42,10 @@ Kx *lw_load_at(LowerCtx *c, int id, Kx **idx);
 Kx *lw_load_broadcast(LowerCtx *c, int id, Kx **vars, int rank);
 /* A scalar in a buffer (rank 0). */
 Kx *lw_load_scalar(LowerCtx *c, int id);
-/* One loop per axis of t (the outermost parallel if asked) inside blk;
- * fills vars; returns the innermost body. */
+/* One loop per axis of t inside blk; fills vars; returns the innermost
+ * body. `parallel` marks every loop of the nest as one whose iterations
+ * write apart (each writes its own elements), so a backend may run them
+ * at once: the GPU backend gives each combination its own thread. */
 KsBlock *lw_loop_nest(LowerCtx *c, KsBlock *blk, const IrType *t, int naxes, Kx **vars, bool parallel);
 /* The same for explicit extents. */
 KsBlock *lw_loops(LowerCtx *c, KsBlock *blk, Kx *const *extents, int n, Kx **vars, bool parallel);

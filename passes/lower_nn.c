@@ -165,15 +165,16 @@ static void zero_kernel_output(LowerCtx *c, KsBlock *k, int id) {
  * for every entry of dcol, after dx := 0: a scatter, each entry of dcol
  * read once, the innermost loop along a row of both (a gather would find
  * the windows covering each pixel with divisions and loops of varying
- * length). Padding takes nothing: its entries add 0 to a clamped pixel. */
-static void col2im_kernel(LowerCtx *c, int id, const ConvGeom *g, int dcol, const IrType *tcol) {
+ * length): what a processor core wants. Padding takes nothing: its
+ * entries add 0 to a clamped pixel. */
+static void col2im_scatter(LowerCtx *c, int id, const ConvGeom *g, int dcol, const IrType *tcol) {
     Arena *a = c->a;
     const IrType *tx = &lw_node(c, id)->type;
     KsBlock *k = lw_kernel(c, id);
     zero_kernel_output(c, k, id);
-    Kx *v[6]; /* n, c, i, j, oh, ow; images write apart, so the loop over n may run in parallel */
+    Kx *v[6]; /* n, c, i, j, oh, ow; images and channels write apart, so only their loops run in parallel */
     Kx *ext[6] = {g->batch, I(g->c), I(g->kh), I(g->kw), I(g->ho), I(g->wo)};
-    KsBlock *body = lw_loops(c, k, ext, 6, v, true);
+    KsBlock *body = lw_loops(c, lw_loops(c, k, ext, 2, v, true), ext + 2, 4, v + 2, false);
     Kx *hh = BIN(ADD, BIN(SUB, BIN(MUL, v[4], I(g->sh)), I(g->ph)), v[2]);
     Kx *ww = BIN(ADD, BIN(SUB, BIN(MUL, v[5], I(g->sw)), I(g->pw)), v[3]);
     Kx *conds[4];
@@ -190,6 +191,31 @@ static void col2im_kernel(LowerCtx *c, int id, const ConvGeom *g, int dcol, cons
     ks_store(a, body, c->buf[id], lw_index(a, tx, (Kx *[]){v[0], v[1], hh, ww}), value, true);
 }
 
+/* dx[n, c, h, w] = sum of dcol[n, (c*kh + i)*kw + j, oh*Wo + ow] over the
+ * windows (oh, ow) that cover (h, w), i = h + ph - oh*sh, j = w + pw - ow*sw:
+ * a gather, each element of dx written by its own iteration: what a GPU
+ * wants, one thread per element. */
+static void col2im_gather(LowerCtx *c, int id, const ConvGeom *g, int dcol, const IrType *tcol) {
+    Arena *a = c->a;
+    const IrType *tx = &lw_node(c, id)->type;
+    Kx *v[4], *o[2]; /* n, c, h, w; oh, ow */
+    Kx *ext[4] = {g->batch, I(g->c), I(g->h), I(g->w)};
+    KsBlock *body = lw_loops(c, lw_kernel(c, id), ext, 4, v, true);
+    int s = kprog_new_local(c->p);
+    ks_decl(a, body, s, kx_real(a, 0));
+    Kx *lo[2], *count[2];
+    covering_windows(a, v[2], g->ph, g->kh, g->sh, g->ho, &lo[0], &count[0]);
+    covering_windows(a, v[3], g->pw, g->kw, g->sw, g->wo, &lo[1], &count[1]);
+    KsBlock *inner = lw_loops(c, body, count, 2, o, false);
+    Kx *oh = BIN(ADD, lo[0], o[0]), *ow = BIN(ADD, lo[1], o[1]);
+    Kx *i = BIN(SUB, BIN(ADD, v[2], I(g->ph)), BIN(MUL, oh, I(g->sh)));
+    Kx *j = BIN(SUB, BIN(ADD, v[3], I(g->pw)), BIN(MUL, ow, I(g->sw)));
+    Kx *row = BIN(ADD, BIN(MUL, BIN(ADD, BIN(MUL, v[1], I(g->kh)), i), I(g->kw)), j);
+    Kx *pixel = BIN(ADD, BIN(MUL, oh, I(g->wo)), ow);
+    ks_update(a, inner, s, KX_ADD, kx_load(c->p, dcol, lw_index(a, tcol, (Kx *[]){v[0], row, pixel})));
+    ks_store(a, body, c->buf[id], lw_index(a, tx, v), kx_local(a, s), false);
+}
+
 /* dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n], then col2im into dx (for a
  * pointwise kernel, dx[n] = w^T @ dy[n] directly). */
 void lower_conv2d_grad_input(LowerCtx *c, int id) {
@@ -202,7 +228,11 @@ void lower_conv2d_grad_input(LowerCtx *c, int id) {
     int dcol = conv_is_pointwise(&g) ? c->buf[id] : lw_scratch(c, id, "dcol", tcol);
     gemm_batch(c, id, g.batch, true, false, (int64_t[]){ckk, hw, g.f}, (Operand){c->buf[n->in[1]], ckk, 0},
                (Operand){c->buf[n->in[0]], hw, g.f * hw}, (Operand){dcol, hw, ckk * hw});
-    if (!conv_is_pointwise(&g)) col2im_kernel(c, id, &g, dcol, &tcol);
+    if (conv_is_pointwise(&g)) return;
+    if (c->m->opt.cuda)
+        col2im_gather(c, id, &g, dcol, &tcol);
+    else
+        col2im_scatter(c, id, &g, dcol, &tcol);
 }
 
 /* ---- pooling ------------------------------------------------------------------------------
