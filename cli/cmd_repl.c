@@ -7,7 +7,7 @@
  * reported and the previous model stays. */
 #include "cli/commands.h"
 #include "cli/driver.h"
-#include "cli/plot.h"
+#include "cli/plot_svg.h"
 #include "cli/repl/repl.h"
 #include "frontend/frontend.h"
 #include "runtime/checkpoint.h"
@@ -758,10 +758,20 @@ static bool repl_plot(Repl *r, Words *ws) {
         va[i] = r->points[i].val_acc >= 0 ? r->points[i].val_acc : NAN;
         acc |= r->points[i].val_acc >= 0;
     }
-    PlotSeries loss[] = {{"train", x, tl, n}, {"validation", x, vl, n}}, accuracy[] = {{"validation", x, va, n}};
-    PlotPanel panels[] = {{"loss", "loss", loss, 2}, {"accuracy", "accuracy", accuracy, 1}};
-    char err[512];
-    bool ok = plot_write_svg(ws->w[1], panels, acc ? 2 : 1, "epoch", err, sizeof err);
+    /* the charts of `nnc train --plot`, with the points the REPL has: one
+     * after each `train` command or epoch, no per-step losses */
+    const SvgSeries loss[] = {
+        {"train", x, tl, n, "#1f77b4", .markers = true},
+        {"validation", x, vl, n, "#ff7f0e", .markers = true},
+    };
+    const SvgSeries accuracy[] = {{"validation", x, va, n, "#ff7f0e", .markers = true}};
+    const SvgChart charts[] = {
+        {"Loss", "epoch", "loss", loss, 2, false},
+        {"Accuracy", "epoch", "accuracy", accuracy, 1, true},
+    };
+    char title[256], err[1024];
+    snprintf(title, sizeof title, "%s: training curves", r->model.m ? r->model.m->name : "repl");
+    bool ok = svg_write_charts(ws->w[1], title, charts, acc ? 2 : 1, err, sizeof err);
     free(v);
     if (!ok) fprintf(stderr, "error: %s\n", err);
     else printf("wrote %s (%d point%s)\n", ws->w[1], n, n == 1 ? "" : "s");
