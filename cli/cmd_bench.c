@@ -377,6 +377,10 @@ int cmd_bench(int argc, char **argv) {
         usage_bench(stderr);
         return 2;
     }
+    if (o.profile && optset.cuda) {
+        fprintf(stderr, "nnc: error: --profile times the CPU's kernels; it does not go with --device cuda\n");
+        return 2;
+    }
     Arena arena = {0};
     Diag d;
     diag_init(&d, NULL, stderr);

@@ -97,10 +97,13 @@ static void **random_args(const Module *m, const KProgram *p, int64_t batch, uin
 static double central_difference(Session *s, void **args, int64_t batch, double *w, double h) {
     double saved = *w;
     *w = saved + h;
+    session_to_device(s);
     double up = session_run(s, FN_GRAD, args, batch);
     *w = saved - h;
+    session_to_device(s);
     double down = session_run(s, FN_GRAD, args, batch);
     *w = saved;
+    session_to_device(s);
     return (up - down) / (2 * h);
 }
 

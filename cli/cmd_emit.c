@@ -4,6 +4,7 @@
  *                   each function's workspace plan
  *   --print-after   the Graph IR after one pass (or "all")
  *   --emit-kir      the Kernel IR of every function
+ *   --emit-cuda     the CUDA C of every function (what NVRTC compiles for --device cuda)
  *   --emit-llvm     the LLVM module, optimised for this CPU (-O0: as generated)
  *   --emit-dot      the forward and training graphs for Graphviz, fused kernels boxed
  *   -o model.so     a shared library and its header model.h (build.c)
@@ -16,6 +17,8 @@
 #include "support/util.h"
 
 #include <errno.h>
+#include "backend/cuda/cuda_backend.h"
+
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +38,7 @@ void usage_emit(FILE *out) {
           "                       and the workspace plan of each function\n"
           "  --print-after=PASS   print the Graph IR after PASS (shape, derive, autodiff, optimizer, or all)\n"
           "  --emit-kir           print the Kernel IR (loops and library calls) of every function\n"
+          "  --emit-cuda          print the CUDA C of every function and its launches\n"
           "  --emit-llvm          print the LLVM module, optimised for this CPU\n"
           "  --emit-dot           print the forward and training graphs in Graphviz's DOT language,\n"
           "                       with shapes on the edges and fused kernels as clusters\n"
@@ -47,7 +51,7 @@ void usage_emit(FILE *out) {
           out);
 }
 
-enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_LLVM, EMIT_DOT, EMIT_OBJ, EMIT_C };
+enum { EMIT_NONE, EMIT_IR, EMIT_KIR, EMIT_CUDA, EMIT_LLVM, EMIT_DOT, EMIT_OBJ, EMIT_C };
 
 /* What -o FILE asks for, from --emit-obj / --emit-c or the file's extension. */
 static bool output_kind(int emit, const char *output, OutputKind *kind) {
@@ -181,9 +185,27 @@ int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     return status;
 }
 
+/* Every program's CUDA C, each after a comment listing its launches in order. */
+static void emit_cuda(FILE *out, Module *m, bool f64) {
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train, NULL};
+    for (int k = 0; k < 5; k++) {
+        if (k < 4 && !graphs[k]) continue;
+        KProgram *p = k < 4 ? lower_graph(m, graphs[k], (ProgKind)k, f64) : lower_init(m, f64);
+        CudaPlan *plan = cuda_plan_program(p, p->name);
+        fprintf(out, "/* ==== %s: ", p->name);
+        for (int i = 0; i < plan->nsteps; i++) {
+            const CudaStep *st = &plan->steps[i];
+            if (st->kind == CS_GEMM) fprintf(out, "%scuBLAS(kernel %d)", i ? ", " : "", st->kernel);
+            else fprintf(out, "%s%s%s", i ? ", " : "", st->fn, st->warp ? " (warp per row)" : "");
+        }
+        fprintf(out, " */\n%s\n", plan->source);
+        cuda_plan_free(plan);
+    }
+}
+
 int cmd_emit(int argc, char **argv) {
     static const struct option longopts[] = {
-        {"emit-ir", no_argument, NULL, 'I'},   {"emit-kir", no_argument, NULL, 'K'},
+        {"emit-ir", no_argument, NULL, 'I'},   {"emit-kir", no_argument, NULL, 'K'}, {"emit-cuda", no_argument, NULL, 'G'},
         {"emit-llvm", no_argument, NULL, 'L'}, {"emit-dot", no_argument, NULL, 'D'}, {"print-after", required_argument, NULL, 'P'},
         {"f64", no_argument, NULL, 'F'},       {"verify", no_argument, NULL, 'V'},
         {"emit-obj", no_argument, NULL, 'B'},  {"emit-c", no_argument, NULL, 'C'},
@@ -201,6 +223,7 @@ int cmd_emit(int argc, char **argv) {
         switch (c) {
         case 'I': emit = EMIT_IR; break;
         case 'K': emit = EMIT_KIR; break;
+        case 'G': emit = EMIT_CUDA; break;
         case 'L': emit = EMIT_LLVM; break;
         case 'D': emit = EMIT_DOT; break;
         case 'P':
@@ -231,7 +254,7 @@ int cmd_emit(int argc, char **argv) {
         usage_emit(stderr);
         return 2;
     }
-    bool text = emit == EMIT_IR || emit == EMIT_KIR || emit == EMIT_LLVM || emit == EMIT_DOT;
+    bool text = emit == EMIT_IR || emit == EMIT_KIR || emit == EMIT_CUDA || emit == EMIT_LLVM || emit == EMIT_DOT;
     if (!text && (output || emit != EMIT_NONE)) {
         BuildOptions bo = {.output = output, .weights = weights, .cpu = cpu};
         if (!output) {
@@ -239,6 +262,11 @@ int cmd_emit(int argc, char **argv) {
             return 2;
         }
         if (!output_kind(emit, output, &bo.kind)) return 2;
+        if (opt.cuda) {
+            fprintf(stderr, "nnc: error: --device cuda runs models in nnc (train, eval, predict, tune, bench, check); "
+                            "libraries are built for the CPU\n");
+            return 2;
+        }
         Arena arena = {0};
         Diag d;
         diag_init(&d, NULL, stderr);
@@ -276,6 +304,8 @@ int cmd_emit(int argc, char **argv) {
                 fputc('\n', out);
             }
         kprog_print(out, lower_init(m, f64));
+    } else if (emit == EMIT_CUDA) {
+        emit_cuda(out, m, f64);
     } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, cpu, &d);
     else if (emit == EMIT_DOT) emit_dot(out, m);
     else if (!lo.passes.print_after) print_summary(out, m);

@@ -918,6 +918,11 @@ int cmd_repl(int argc, char **argv) {
         fprintf(stderr, "nnc: error: one model file at a time\n");
         return 2;
     }
+    if (r.opt.cuda) { /* the REPL reads and edits the state in place, on the host */
+        fprintf(stderr, "nnc: error: nnc repl runs on the CPU; --device cuda goes with train, eval, predict, tune, "
+                        "bench and check\n");
+        return 2;
+    }
     bool terminal = isatty(STDIN_FILENO);
     r.tty_out = isatty(STDOUT_FILENO);
     int status = 0;

@@ -46,16 +46,22 @@ int nnc_getopt(int argc, char **argv, const char *shortopts, const struct option
 bool parse_int_option(const char *opt, const char *text, long long lo, long long *out);
 bool parse_real_option(const char *opt, const char *text, double *out);
 
-/* The options of every command that compiles a model: -O LEVEL and
- * --disable-pass=NAME[,NAME]. Add COMPILE_SHORTOPTS to getopt's string and
+/* The options of every command that compiles a model: -O LEVEL,
+ * --disable-pass=NAME[,NAME], --device cpu|cuda and --tf32. Add COMPILE_SHORTOPTS to getopt's string and
  * COMPILE_LONGOPTS to its table; parse_compile_option takes the option
  * code and returns false after reporting a bad value. */
 #define COMPILE_SHORTOPTS "O:"
 #define OPTION_DISABLE_PASS 0x100
-#define COMPILE_LONGOPTS {"disable-pass", required_argument, NULL, OPTION_DISABLE_PASS}
+#define OPTION_DEVICE 0x101
+#define OPTION_TF32 0x102
+#define COMPILE_LONGOPTS                                                                                 \
+    {"disable-pass", required_argument, NULL, OPTION_DISABLE_PASS},                                      \
+        {"device", required_argument, NULL, OPTION_DEVICE}, {"tf32", no_argument, NULL, OPTION_TF32}
 #define COMPILE_HELP                                                                                     \
     "  -O LEVEL             LLVM's optimisation level, 0 to 3 (default 3; -O1 compiles faster)\n"     \
-    "  --disable-pass=LIST  turn off optional transformations: simplify, fuse, memplan (or all)\n"
+    "  --disable-pass=LIST  turn off optional transformations: simplify, fuse, memplan (or all)\n"    \
+    "  --device DEV         cpu (default) or cuda: run the programs on an NVIDIA GPU\n"               \
+    "  --tf32               with --device cuda: matrix products may use TF32 tensor cores\n"
 struct OptSettings;
 bool parse_compile_option(int code, const char *arg, struct OptSettings *o);
 bool is_compile_option(int code);

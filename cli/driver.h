@@ -60,8 +60,11 @@ typedef enum { FN_FORWARD, FN_EVAL, FN_GRAD, FN_TRAIN, FN_INIT, FN_COUNT } FnKin
 typedef float (*NncFn32)(float *state, void **args, int64_t batch, void *ws, uint64_t seed);
 typedef double (*NncFn64)(double *state, void **args, int64_t batch, void *ws, uint64_t seed);
 
+typedef struct CudaSession CudaSession;
+
 typedef struct Session {
     Module *m;
+    CudaSession *dev;  /* --device cuda: the programs run there (session_cuda.c) */
     bool f64;
     NncJit *jit;
     KProgram *prog[FN_COUNT]; /* NULL for programs not compiled */
@@ -89,6 +92,13 @@ bool session_reserve(Session *s, int64_t batch);
  * (the loss, or 0). The batch must not exceed the reserved size. */
 double session_run(Session *s, FnKind k, void **args, int64_t batch);
 
+/* On a device the device's copy of the state is the one the programs use:
+ * session_from_device brings s->state up to date before the host reads it,
+ * session_to_device sends it back after the host changed it (no-ops on the
+ * CPU). session_init, session_load and session_save do so themselves. */
+void session_from_device(Session *s);
+void session_to_device(Session *s);
+
 /* The state slot called `name` as a pointer into the state, or NULL. */
 void *session_slot(Session *s, const char *name);
 
@@ -104,6 +114,13 @@ bool session_load_pretrained(Session *s, bool quiet, Diag *d);
 
 /* The module's state as a table for the checkpoint code. */
 struct NnrtTensor *module_tensor_table(const Module *m);
+
+/* ---- session_cuda.c (NNC_CUDA builds): the device side of a session ------------------------- */
+bool cuda_session_create(Session *s, bool tf32, Diag *d);
+void cuda_session_destroy(Session *s);
+bool cuda_session_reserve(Session *s, int64_t batch, int64_t words);
+double cuda_session_run(Session *s, FnKind k, void **args, int64_t batch, uint64_t seed);
+void cuda_session_copy_state(Session *s, bool to_device);
 
 /* ---- data.c: what a model trains on ------------------------------------------------------ */
 #include "runtime/data.h"

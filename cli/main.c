@@ -118,9 +118,32 @@ hint:
     return '?';
 }
 
-bool is_compile_option(int code) { return code == 'O' || code == OPTION_DISABLE_PASS; }
+bool is_compile_option(int code) {
+    return code == 'O' || code == OPTION_DISABLE_PASS || code == OPTION_DEVICE || code == OPTION_TF32;
+}
 
 bool parse_compile_option(int code, const char *arg, OptSettings *o) {
+    if (code == OPTION_TF32) {
+        o->tf32 = true;
+        return true;
+    }
+    if (code == OPTION_DEVICE) {
+        if (strcmp(arg, "cpu") == 0) {
+            o->cuda = false;
+            return true;
+        }
+        if (strcmp(arg, "cuda") != 0) {
+            fprintf(stderr, "nnc: error: --device takes cpu or cuda, not '%s'\n", arg);
+            return false;
+        }
+#ifdef NNC_HAVE_CUDA
+        o->cuda = true;
+        return true;
+#else
+        fprintf(stderr, "nnc: error: nnc was built without CUDA (configure with -DNNC_CUDA=ON)\n");
+        return false;
+#endif
+    }
     if (code == 'O') {
         if (strlen(arg) != 1 || arg[0] < '0' || arg[0] > '3') {
             fprintf(stderr, "nnc: error: -O takes a level from 0 to 3, not '%s'\n", arg);

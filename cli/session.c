@@ -15,6 +15,19 @@ static void *aligned_zeroed(size_t bytes) {
     return p;
 }
 
+/* The host's copy of the state; destroys the session on failure. */
+static bool host_state(Session *s, Diag *d, double t0) {
+    size_t real = s->f64 ? sizeof(double) : sizeof(float);
+    s->state = aligned_zeroed((size_t)s->m->state_size * real);
+    if (!s->state) {
+        diag_error(d, SPAN_NONE, "out of memory for the model state (%lld values)", (long long)s->m->state_size);
+        session_destroy(s);
+        return false;
+    }
+    s->compile_seconds = now_seconds() - t0;
+    return true;
+}
+
 Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
     double t0 = now_seconds();
     const Graph *graphs[FN_COUNT] = {m->forward, m->eval, m->grad, m->train, NULL};
@@ -41,8 +54,18 @@ Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
         }
         s->prog[k] = k == FN_INIT ? lower_init(m, f64) : lower_graph(m, graphs[k], (ProgKind)k, f64);
         names[k] = arena_printf(m->arena, "%s_%s", m->name, s->prog[k]->name);
-        llvm_emit_program(mod, s->prog[k], names[k]);
+        if (!m->opt.cuda) llvm_emit_program(mod, s->prog[k], names[k]);
     }
+#ifdef NNC_HAVE_CUDA
+    if (m->opt.cuda) {
+        LLVMDisposeModule(mod);
+        if (!cuda_session_create(s, m->opt.tf32, d)) {
+            session_destroy(s);
+            return NULL;
+        }
+        return host_state(s, d, t0) ? s : NULL;
+    }
+#endif
     if (!nnc_jit_add(s->jit, mod, m->opt.level, &err)) {
         diag_error(d, SPAN_NONE, "code generation failed: %s", err);
         LLVMDisposeMessage(err);
@@ -54,19 +77,14 @@ Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
             session_destroy(s);
             return NULL;
         }
-    size_t real = f64 ? sizeof(double) : sizeof(float);
-    s->state = aligned_zeroed((size_t)m->state_size * real);
-    if (!s->state) {
-        diag_error(d, SPAN_NONE, "out of memory for the model state (%lld values)", (long long)m->state_size);
-        session_destroy(s);
-        return NULL;
-    }
-    s->compile_seconds = now_seconds() - t0;
-    return s;
+    return host_state(s, d, t0) ? s : NULL;
 }
 
 void session_destroy(Session *s) {
     if (!s) return;
+#ifdef NNC_HAVE_CUDA
+    cuda_session_destroy(s);
+#endif
     nnc_jit_destroy(s->jit);
     free(s->state);
     free(s->workspace);
@@ -74,13 +92,23 @@ void session_destroy(Session *s) {
 }
 
 double session_run(Session *s, FnKind k, void **args, int64_t batch) {
-    NNC_ASSERT(s->fn[k] && batch <= s->ws_batch);
+    NNC_ASSERT(s->prog[k] && batch <= s->ws_batch);
+#ifdef NNC_HAVE_CUDA
+    if (s->dev) return cuda_session_run(s, k, args, batch, 0);
+#endif
     if (s->f64) return ((NncFn64)s->fn[k])(s->state, args, batch, s->workspace, 0);
     return ((NncFn32)s->fn[k])(s->state, args, batch, s->workspace, 0);
 }
 
 void session_init(Session *s, uint64_t seed) {
-    NNC_ASSERT(s->fn[FN_INIT]);
+    NNC_ASSERT(s->prog[FN_INIT]);
+#ifdef NNC_HAVE_CUDA
+    if (s->dev) {
+        cuda_session_run(s, FN_INIT, NULL, 0, seed);
+        session_from_device(s);
+        return;
+    }
+#endif
     if (s->f64) ((NncFn64)s->fn[FN_INIT])(s->state, NULL, 0, NULL, seed);
     else ((NncFn32)s->fn[FN_INIT])(s->state, NULL, 0, NULL, seed);
 }
@@ -93,12 +121,35 @@ bool session_reserve(Session *s, int64_t batch) {
             int64_t n = kprog_workspace_size(s->prog[k], batch);
             if (n > need) need = n;
         }
+#ifdef NNC_HAVE_CUDA
+    if (s->dev) {
+        if (!cuda_session_reserve(s, batch, need)) return false;
+        s->ws_batch = batch;
+        return true;
+    }
+#endif
     void *ws = aligned_zeroed((size_t)need * (s->f64 ? sizeof(double) : sizeof(float)));
     if (!ws) return false;
     free(s->workspace);
     s->workspace = ws;
     s->ws_batch = batch;
     return true;
+}
+
+void session_from_device(Session *s) {
+#ifdef NNC_HAVE_CUDA
+    if (s->dev) cuda_session_copy_state(s, false);
+#else
+    (void)s;
+#endif
+}
+
+void session_to_device(Session *s) {
+#ifdef NNC_HAVE_CUDA
+    if (s->dev) cuda_session_copy_state(s, true);
+#else
+    (void)s;
+#endif
 }
 
 void *session_slot(Session *s, const char *name) {
@@ -125,6 +176,7 @@ NnrtTensor *module_tensor_table(const Module *m) {
 bool session_save(Session *s, const char *path, Diag *d) {
     NNC_ASSERT(!s->f64);
     char err[1024];
+    session_from_device(s);
     if (nnrt_checkpoint_save(s->state, module_tensor_table(s->m), s->m->nslots, s->m->name, path, err, sizeof err) == 0)
         return true;
     diag_error(d, SPAN_NONE, "%s", err);
@@ -134,8 +186,10 @@ bool session_save(Session *s, const char *path, Diag *d) {
 bool session_load(Session *s, const char *path, int required, Diag *d) {
     NNC_ASSERT(!s->f64);
     char err[1024];
-    if (nnrt_checkpoint_load(s->state, module_tensor_table(s->m), s->m->nslots, required, path, err, sizeof err) == 0)
+    if (nnrt_checkpoint_load(s->state, module_tensor_table(s->m), s->m->nslots, required, path, err, sizeof err) == 0) {
+        session_to_device(s);
         return true;
+    }
     diag_error(d, SPAN_NONE, "%s", err);
     return false;
 }

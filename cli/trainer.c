@@ -131,6 +131,7 @@ bool trainer_open(Trainer *L, Session *s, const Data *data, int64_t batch, uint6
     }
     float *spe = session_slot(s, "opt.steps_per_epoch");
     if (spe) *spe = (float)((data->train.n + batch - 1) / batch);
+    session_to_device(s); /* the pretrained weights, hyper-parameters and step count */
     return true;
 }
 
@@ -342,6 +343,7 @@ static int run(Trainer *L, Report *R, const TrainConfig *c, Data *data, TrainRes
             r->best_epoch = epoch + 1;
             r->val_loss = v.loss;
             r->val_score = score;
+            session_from_device(s);
             memcpy(best, s->state, state_bytes);
         }
         if (c->plot) R->epoch_val_loss[R->nepochs - 1] = val->n ? v.loss : NAN;
@@ -361,6 +363,7 @@ static int run(Trainer *L, Report *R, const TrainConfig *c, Data *data, TrainRes
     r->epochs = epoch - first_epoch;
     if (best && r->best_epoch > 0 && r->best_epoch != epoch) {
         memcpy(s->state, best, state_bytes);
+        session_to_device(s);
         if (R->lines) printf("kept the state of epoch %lld, the best on validation\n", (long long)r->best_epoch);
     }
     free(best);

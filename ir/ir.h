@@ -156,6 +156,8 @@ typedef struct OptSettings {
     int level;         /* LLVM's optimisation pipeline, 0..3 */
     unsigned disabled; /* (1u << Transform) bits of transformations turned off */
     bool profile;      /* kernels report their time (nnc bench --profile) */
+    bool cuda;         /* --device cuda: programs run on the GPU */
+    bool tf32;         /* --tf32: matrix products on the GPU may round inputs to TF32 */
 } OptSettings;
 
 #define OPT_DEFAULTS ((OptSettings){.level = 3})

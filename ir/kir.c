@@ -336,3 +336,19 @@ int64_t kprog_workspace_size(const KProgram *p, int64_t batch) {
         if (npoly_eval(p->workspace[i], batch) > size) size = npoly_eval(p->workspace[i], batch);
     return size;
 }
+
+typedef struct RootMarks {
+    const KProgram *p;
+    bool *used;
+} RootMarks;
+
+static void mark_root(void *ctx, int buf, const Kx *index, bool store) {
+    RootMarks *r = ctx;
+    (void)index;
+    (void)store;
+    r->used[kprog_root_buf(r->p, buf)] = true;
+}
+
+void kblock_mark_roots(const KProgram *p, const KsBlock *b, bool *used) {
+    ks_visit_accesses(b, mark_root, &(RootMarks){p, used});
+}

@@ -234,6 +234,8 @@ void ks_visit_accesses(const KsBlock *blk, KAccessFn fn, void *ctx);
 
 /* The storage buffer behind a view chain. */
 int kprog_root_buf(const KProgram *p, int buf);
+/* Sets used[root] for every root buffer that block b loads or stores. */
+void kblock_mark_roots(const KProgram *p, const KsBlock *b, bool *used);
 
 /* The value of an int expression of constants and N at batch `batch`
  * (a gemm's extents, counts and strides); false if it reads anything else. */

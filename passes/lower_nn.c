@@ -16,8 +16,8 @@
  *   y[n]    [F, Ho*Wo]       = w [F, C*kh*kw] @ col[n]
  *   dw      [F, C*kh*kw]     = sum_n dy[n] @ col[n]^T
  *   dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n]
- * after which each element of dx gathers the entries of dcol of the windows
- * that cover it (col2im). */
+ * after which the entries of dcol add into the pixels of dx they came
+ * from (col2im). */
 
 #define I(v) kx_int(a, v)
 
@@ -149,28 +149,45 @@ static void covering_windows(Arena *a, Kx *pos, int64_t p, int64_t k, int64_t s,
     *count = BIN(MAX, I(0), BIN(ADD, BIN(SUB, hi, *lo), I(1)));
 }
 
-/* dx[n, c, h, w] = sum of dcol[n, (c*kh + i)*kw + j, oh*Wo + ow] over the
- * windows (oh, ow) that cover (h, w), i = h + ph - oh*sh, j = w + pw - ow*sw:
- * a gather, each element of dx written by its own iteration. */
+/* dx := 0 (a flat loop over the whole tensor). */
+static void zero_kernel_output(LowerCtx *c, KsBlock *k, int id) {
+    Arena *a = c->a;
+    const IrType *t = &lw_node(c, id)->type;
+    Kx *v;
+    int64_t c0, c1; /* elements: c0 + c1 N */
+    type_numel(t, &c0, &c1);
+    Kx *size = BIN(ADD, BIN(MUL, kx_batch(a), I(c1)), I(c0));
+    KsBlock *body = lw_loops(c, k, &size, 1, &v, true);
+    ks_store(a, body, c->buf[id], v, kx_real(a, 0), false);
+}
+
+/* dx[n, c, oh*sh - ph + i, ow*sw - pw + j] += dcol[n, (c*kh + i)*kw + j, oh*Wo + ow]
+ * for every entry of dcol, after dx := 0: a scatter, each entry of dcol
+ * read once, the innermost loop along a row of both (a gather would find
+ * the windows covering each pixel with divisions and loops of varying
+ * length). Padding takes nothing: its entries add 0 to a clamped pixel. */
 static void col2im_kernel(LowerCtx *c, int id, const ConvGeom *g, int dcol, const IrType *tcol) {
     Arena *a = c->a;
     const IrType *tx = &lw_node(c, id)->type;
-    Kx *v[4], *o[2]; /* n, c, h, w; oh, ow */
-    Kx *ext[4] = {g->batch, I(g->c), I(g->h), I(g->w)};
-    KsBlock *body = lw_loops(c, lw_kernel(c, id), ext, 4, v, true);
-    int s = kprog_new_local(c->p);
-    ks_decl(a, body, s, kx_real(a, 0));
-    Kx *lo[2], *count[2];
-    covering_windows(a, v[2], g->ph, g->kh, g->sh, g->ho, &lo[0], &count[0]);
-    covering_windows(a, v[3], g->pw, g->kw, g->sw, g->wo, &lo[1], &count[1]);
-    KsBlock *inner = lw_loops(c, body, count, 2, o, false);
-    Kx *oh = BIN(ADD, lo[0], o[0]), *ow = BIN(ADD, lo[1], o[1]);
-    Kx *i = BIN(SUB, BIN(ADD, v[2], I(g->ph)), BIN(MUL, oh, I(g->sh)));
-    Kx *j = BIN(SUB, BIN(ADD, v[3], I(g->pw)), BIN(MUL, ow, I(g->sw)));
-    Kx *row = BIN(ADD, BIN(MUL, BIN(ADD, BIN(MUL, v[1], I(g->kh)), i), I(g->kw)), j);
-    Kx *pixel = BIN(ADD, BIN(MUL, oh, I(g->wo)), ow);
-    ks_update(a, inner, s, KX_ADD, kx_load(c->p, dcol, lw_index(a, tcol, (Kx *[]){v[0], row, pixel})));
-    ks_store(a, body, c->buf[id], lw_index(a, tx, v), kx_local(a, s), false);
+    KsBlock *k = lw_kernel(c, id);
+    zero_kernel_output(c, k, id);
+    Kx *v[6]; /* n, c, i, j, oh, ow; images write apart, so the loop over n may run in parallel */
+    Kx *ext[6] = {g->batch, I(g->c), I(g->kh), I(g->kw), I(g->ho), I(g->wo)};
+    KsBlock *body = lw_loops(c, k, ext, 6, v, true);
+    Kx *hh = BIN(ADD, BIN(SUB, BIN(MUL, v[4], I(g->sh)), I(g->ph)), v[2]);
+    Kx *ww = BIN(ADD, BIN(SUB, BIN(MUL, v[5], I(g->sw)), I(g->pw)), v[3]);
+    Kx *conds[4];
+    int nc = inside_conds(a, hh, g->ph, g->kh, g->sh, g->ho, g->h, conds);
+    nc += inside_conds(a, ww, g->pw, g->kw, g->sw, g->wo, g->w, conds + nc);
+    Kx *row = BIN(ADD, BIN(MUL, BIN(ADD, BIN(MUL, v[1], I(g->kh)), v[2]), I(g->kw)), v[3]);
+    Kx *pixel = BIN(ADD, BIN(MUL, v[4], I(g->wo)), v[5]);
+    Kx *value = kx_load(c->p, dcol, lw_index(a, tcol, (Kx *[]){v[0], row, pixel}));
+    for (int q = nc - 1; q >= 0; q--) {
+        hh = kx_select(a, conds[q], hh, I(0));
+        ww = kx_select(a, conds[q], ww, I(0));
+        value = kx_select(a, conds[q], value, kx_real(a, 0));
+    }
+    ks_store(a, body, c->buf[id], lw_index(a, tx, (Kx *[]){v[0], v[1], hh, ww}), value, true);
 }
 
 /* dcol[n] [C*kh*kw, Ho*Wo] = w^T @ dy[n], then col2im into dx (for a
@@ -256,6 +273,37 @@ void lower_avgpool2d_grad(LowerCtx *c, int id) {
     ks_store(a, body, c->buf[id], lw_index(a, &n->type, v), value, false);
 }
 
+/* Max pooling's gradient where the windows tile the image (stride = size,
+ * the usual 2x2 pooling): each pixel is in at most one window, so per
+ * window, find its maximum, then the first element (row by row) equal to
+ * it, and write dy there and 0 elsewhere. Pixels in no window (a last row
+ * or column the windows don't reach) are zeroed first. */
+static void maxpool2d_grad_tiled(LowerCtx *c, int id, const ConvGeom *g) {
+    Arena *a = c->a;
+    const Node *n = lw_node(c, id), *dy = lw_node(c, n->in[1]);
+    KsBlock *k = lw_kernel(c, id);
+    if (g->ho * g->kh != g->h || g->wo * g->kw != g->w) zero_kernel_output(c, k, id);
+    Kx *v[4], *e[2]; /* n, c, oh, ow; i, j */
+    Kx *ext[4] = {g->batch, I(g->c), I(g->ho), I(g->wo)}, *kext[2] = {I(g->kh), I(g->kw)};
+    KsBlock *body = lw_loops(c, k, ext, 4, v, true);
+    int best = kprog_new_local(c->p), first = kprog_new_local(c->p);
+    Kx *size = kx_real(a, (double)(g->kh * g->kw));
+    ks_decl(a, body, best, kx_real(a, -INFINITY));
+    KsBlock *scan = lw_loops(c, body, kext, 2, e, false);
+    ks_update(a, scan, best, KX_MAX, window_load(c, n->in[0], g, v[0], v[1], v[2], v[3], e[0], e[1]));
+    ks_decl(a, body, first, size);
+    scan = lw_loops(c, body, kext, 2, e, false);
+    Kx *q = kx_toreal(a, BIN(ADD, BIN(MUL, e[0], I(g->kw)), e[1]));
+    Kx *x = window_load(c, n->in[0], g, v[0], v[1], v[2], v[3], e[0], e[1]);
+    ks_update(a, scan, first, KX_MIN, kx_select(a, kx_cmp(a, KX_EQ, x, kx_local(a, best)), q, size));
+    scan = lw_loops(c, body, kext, 2, e, false);
+    q = kx_toreal(a, BIN(ADD, BIN(MUL, e[0], I(g->kw)), e[1]));
+    Kx *grad = kx_load(c->p, c->buf[n->in[1]], lw_index(a, &dy->type, v));
+    Kx *h = BIN(ADD, BIN(MUL, v[2], I(g->kh)), e[0]), *w = BIN(ADD, BIN(MUL, v[3], I(g->kw)), e[1]);
+    ks_store(a, scan, c->buf[id], lw_index(a, &n->type, (Kx *[]){v[0], v[1], h, w}),
+             kx_select(a, kx_cmp(a, KX_EQ, q, kx_local(a, first)), grad, kx_real(a, 0)), false);
+}
+
 /* dx[n, c, h, w] = sum of dy[n, c, oh, ow] over the windows (oh, ow) whose
  * first maximum (row by row) is at (h, w). That is the case when every
  * element of the window is <= x[n, c, h, w], and those before it are <.
@@ -264,6 +312,10 @@ void lower_maxpool2d_grad(LowerCtx *c, int id) {
     Arena *a = c->a;
     const Node *n = lw_node(c, id), *dy = lw_node(c, n->in[1]);
     ConvGeom g = pool_geom(c, n, &n->type, &dy->type);
+    if (g.sh == g.kh && g.sw == g.kw) {
+        maxpool2d_grad_tiled(c, id, &g);
+        return;
+    }
     Kx *v[4], *k[2], *oh, *ow; /* n, c, h, w; i, j */
     Kx *ext[4] = {g.batch, I(g.c), I(g.h), I(g.w)}, *kext[2] = {I(g.kh), I(g.kw)};
     KsBlock *body = lw_loops(c, lw_kernel(c, id), ext, 4, v, true);

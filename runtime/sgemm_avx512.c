@@ -148,6 +148,87 @@ KERNEL static void product(const Product *p) {
     }
 }
 
+/* ---- products with both operands along k: C = op(A) B^T ----------------------------------
+ * When op(B) is B transposed and op(A) is A itself, row i of A and row j of
+ * B are both contiguous along k, and C(i, j) is their dot product: vectors
+ * of 16 products accumulate across k and are summed once at the end. That
+ * reads both operands in place (no packing), and for a batch whose products
+ * all add into one C (a convolution's weight gradient, summed over the
+ * images) the accumulators go on across the whole batch. It pays where k is
+ * long and C small: the final sums cost a few instructions per element. */
+
+typedef struct DotProduct {
+    int64_t count, m, n, k;
+    float alpha, beta;
+    const float *a;
+    int64_t lda, sa;
+    const float *b;
+    int64_t ldb, sb;
+    float *c;
+    int64_t ldc;
+} DotProduct;
+
+enum { DOT_TILE = 4, DOT_GROUP_BYTES = 384 * 1024 };
+
+/* C's rows i0 .. i0 + RI, columns j0 .. j0 + RJ, summed over the batch. */
+INLINE_KERNEL void dot_tile(const DotProduct *p, int RI, int RJ, int64_t i0, int64_t j0) {
+    __m512 acc[DOT_TILE][DOT_TILE];
+#pragma GCC unroll 4
+    for (int r = 0; r < RI; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < RJ; q++) acc[r][q] = _mm512_setzero_ps();
+    int64_t whole = p->k / LANES * LANES;
+    __mmask16 tail = (__mmask16)((1u << (p->k - whole)) - 1);
+    for (int64_t s = 0; s < p->count; s++) {
+        const float *a = p->a + s * p->sa + i0 * p->lda, *b = p->b + s * p->sb + j0 * p->ldb;
+        for (int64_t kk = 0; kk <= whole; kk += LANES) {
+            if (kk == whole && !tail) break;
+            __mmask16 lanes = kk < whole ? (__mmask16)0xFFFF : tail;
+            __m512 av[DOT_TILE], bv[DOT_TILE];
+#pragma GCC unroll 4
+            for (int r = 0; r < RI; r++) av[r] = _mm512_maskz_loadu_ps(lanes, a + r * p->lda + kk);
+#pragma GCC unroll 4
+            for (int q = 0; q < RJ; q++) bv[q] = _mm512_maskz_loadu_ps(lanes, b + q * p->ldb + kk);
+#pragma GCC unroll 4
+            for (int r = 0; r < RI; r++)
+#pragma GCC unroll 4
+                for (int q = 0; q < RJ; q++) acc[r][q] = _mm512_fmadd_ps(av[r], bv[q], acc[r][q]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RI; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < RJ; q++) {
+            float *c = p->c + (i0 + r) * p->ldc + j0 + q;
+            float v = p->alpha * _mm512_reduce_add_ps(acc[r][q]);
+            *c = p->beta == 0 ? v : v + p->beta * *c;
+        }
+}
+
+#define DOT_CASE(RI, RJ)                                                                                 \
+    case (RI - 1) * DOT_TILE + RJ - 1: dot_tile(p, RI, RJ, i0, j0); break;
+
+KERNEL static void dot_product(const DotProduct *p) {
+    for (int64_t i0 = 0; i0 < p->m; i0 += DOT_TILE)
+        for (int64_t j0 = 0; j0 < p->n; j0 += DOT_TILE) {
+            int ri = p->m - i0 < DOT_TILE ? (int)(p->m - i0) : DOT_TILE;
+            int rj = p->n - j0 < DOT_TILE ? (int)(p->n - j0) : DOT_TILE;
+            switch ((ri - 1) * DOT_TILE + rj - 1) {
+                DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
+                DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
+                DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
+                DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
+            }
+        }
+}
+
+/* Whether the dot-product kernel suits a product: op(A) = A, op(B) = B^T,
+ * k long enough for the final sums to be a small part, and C small (a
+ * large C is better served by the register-blocked kernel). */
+static bool dot_suits(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, bool summed_batch) {
+    return !ta && tb && k >= 4 * LANES && (summed_batch || m * n <= 64 * 64);
+}
+
 bool nnrt_sgemm_avx512_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
@@ -155,7 +236,7 @@ bool nnrt_sgemm_avx512_available(void) {
 
 /* Products of fewer multiply-adds than this run on one thread: sharing
  * them out costs more than it saves. */
-enum { PARALLEL_MACS = 1 << 17, SPLIT_ROWS = 8, SPLIT_COLUMNS = NV_MAX * LANES };
+enum { PARALLEL_MACS = 1 << 20, SPLIT_ROWS = 8, SPLIT_COLUMNS = NV_MAX * LANES };
 
 /* A product shared out by bands of rows of C, or of columns where C has few rows. */
 typedef struct Split {
@@ -185,12 +266,45 @@ void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, 
                        int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     Split s = {{ta != 0, tb != 0, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}, m >= 2 * SPLIT_ROWS, 0};
     if (m <= 0 || n <= 0 || k <= 0) return;
+    if (dot_suits(ta, tb, m, n, k, false)) {
+        DotProduct p = {1, m, n, k, alpha, beta, a, lda, 0, b, ldb, 0, c, ldc};
+        dot_product(&p);
+        return;
+    }
     s.unit = s.by_rows ? SPLIT_ROWS : SPLIT_COLUMNS;
     int64_t units = ((s.by_rows ? m : n) + s.unit - 1) / s.unit;
     if (m * n * k < PARALLEL_MACS || units < 2)
         product(&s.whole);
     else
         nnrt_parallel_for(units, product_range, &s);
+}
+
+void nnrt_sgemm_avx512_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
+                               const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb,
+                               float beta, float *c, int64_t ldc, int64_t sc) {
+    if (m <= 0 || n <= 0 || k <= 0 || count <= 0) return;
+    bool summed = sc == 0 && count > 1;
+    if (dot_suits(ta, tb, m, n, k, summed)) {
+        /* A summed batch goes in groups of products whose operands fit in
+         * the core's second-level cache together, since every tile of C
+         * reads them all again; each group's sums add into C. */
+        int64_t bytes = (int64_t)sizeof(float) * (m * lda + n * ldb);
+        int64_t group = summed ? DOT_GROUP_BYTES / (bytes > 0 ? bytes : 1) : 1;
+        group = group < 1 ? 1 : group > count ? count : group;
+        DotProduct p = {group, m, n, k, alpha, beta, a, lda, sa, b, ldb, sb, c, ldc};
+        for (int64_t s = 0; s < count; s += group) {
+            p.count = count - s < group ? count - s : group;
+            dot_product(&p);
+            p.a += group * sa, p.b += group * sb;
+            if (summed) p.beta = 1;
+            else p.c += sc;
+        }
+        return;
+    }
+    /* With one shared c, every product after the first adds to it. */
+    for (int64_t s = 0; s < count; s++)
+        nnrt_sgemm_avx512(ta, tb, m, n, k, alpha, a + s * sa, lda, b + s * sb, ldb, s > 0 && sc == 0 ? 1 : beta,
+                          c + s * sc, ldc);
 }
 
 #endif

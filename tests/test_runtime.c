@@ -256,6 +256,38 @@ START_TEST(test_sgemm_shapes) {
 }
 END_TEST
 
+/* Batches of products, each alone and summed into one C (a convolution's
+ * weight gradient), for the shapes the kernels treat differently. */
+START_TEST(test_sgemm_batched_shapes) {
+    static const int sizes[][3] = {{6, 25, 576}, {16, 150, 64}, {5, 7, 70}, {9, 33, 20}};
+    enum { COUNT = 3 };
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (int t = 0; t < 8; t++) {
+            int m = sizes[s][0], n = sizes[s][1], k = sizes[s][2], ta = t & 1, tb = (t >> 1) & 1, summed = t >> 2;
+            int lda = ta ? m : k, ldb = tb ? k : n, sa = m * k + 5, sb = k * n + 3, sc = summed ? 0 : m * n;
+            float *a = malloc(sizeof(float) * (size_t)sa * COUNT), *b = malloc(sizeof(float) * (size_t)sb * COUNT);
+            float *c = malloc(sizeof(float) * (size_t)m * n * COUNT), *c0 = malloc(sizeof(float) * (size_t)m * n * COUNT);
+            double *want = calloc((size_t)m * n * COUNT, sizeof(double)), *part = malloc(sizeof(double) * (size_t)m * n);
+            for (int i = 0; i < sa * COUNT; i++) a[i] = (float)nnrt_rand_uniform(4, (uint64_t)i) - 0.5f;
+            for (int i = 0; i < sb * COUNT; i++) b[i] = (float)nnrt_rand_uniform(5, (uint64_t)i) - 0.5f;
+            for (int i = 0; i < m * n * COUNT; i++) c0[i] = c[i] = (float)nnrt_rand_uniform(6, (uint64_t)i);
+            nnrt_sgemm_batched(COUNT, ta, tb, m, n, k, 0.5f, a, lda, sa, b, ldb, sb, 0.25f, c, n, sc);
+            for (int q = 0; q < COUNT; q++) {
+                /* summed: c = 0.5 sum_q A_q B_q + 0.25 c0; else each c_q on its own */
+                reference_gemm(ta, tb, m, n, k, 0.5, a + q * sa, lda, b + q * sb, ldb, 0, NULL, part, n);
+                for (int i = 0; i < m * n; i++) want[(summed ? 0 : q * m * n) + i] += part[i];
+            }
+            for (int i = 0; i < (summed ? 1 : COUNT) * m * n; i++) {
+                double w = want[i] + 0.25 * c0[i];
+                ck_assert_msg(fabs(c[i] - w) <= 1e-5 * (1 + sqrt((double)k * COUNT)),
+                              "%dx%dx%d ta=%d tb=%d summed=%d: c[%d] = %g, want %g", m, n, k, ta, tb, summed, i,
+                              (double)c[i], w);
+            }
+            free(a), free(b), free(c), free(c0), free(want), free(part);
+        }
+}
+END_TEST
+
 /* Adds every index of its range, once. */
 static void add_indices(void *ctx, int64_t lo, int64_t hi) {
     _Atomic int64_t *sum = ctx;
@@ -363,6 +395,7 @@ int main(void) {
     suite_add_tcase(s, data);
     TCase *kernels = tcase_create("kernels");
     tcase_add_test(kernels, test_sgemm_shapes);
+    tcase_add_test(kernels, test_sgemm_batched_shapes);
     tcase_add_test(kernels, test_parallel_for_covers_once);
     tcase_set_timeout(kernels, 60);
     suite_add_tcase(s, kernels);

@@ -267,27 +267,6 @@ static void emit_block(Cg *c, const KsBlock *blk) {
     }
 }
 
-/* ---- buffers a kernel touches ----------------------------------------------------------- */
-
-static void mark_kx(const KProgram *p, const Kx *x, bool *used) {
-    if (!x) return;
-    if (x->op == KX_LOAD) used[kprog_root_buf(p, (int)x->i)] = true;
-    mark_kx(p, x->a, used);
-    mark_kx(p, x->b, used);
-    mark_kx(p, x->c, used);
-}
-
-static void mark_block(const KProgram *p, const KsBlock *blk, bool *used) {
-    for (int i = 0; i < blk->n; i++) {
-        const Ks *s = blk->items[i];
-        mark_kx(p, s->extent, used);
-        mark_kx(p, s->value, used);
-        mark_kx(p, s->index, used);
-        if (s->kind == KS_STORE) used[kprog_root_buf(p, s->buf)] = true;
-        if (s->kind == KS_FOR) mark_block(p, &s->body, used);
-    }
-}
-
 static void add_attr(Cg *c, LLVMValueRef fn, unsigned index, const char *name) {
     unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
     LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(c->ctx, kind, 0));
@@ -307,7 +286,7 @@ static char *symbol_name(const char *prefix, int k, const char *name) {
 static LLVMValueRef emit_kernel_fn(Cg *c, const Kernel *k, int index, const char *prefix, int *roots, int *nroots) {
     const KProgram *p = c->p;
     bool *used = xcalloc((size_t)p->nbufs + 1, sizeof(bool));
-    mark_block(p, &k->body, used);
+    kblock_mark_roots(p, &k->body, used);
     *nroots = 0;
     for (int i = 0; i < p->nbufs; i++)
         if (used[i]) roots[(*nroots)++] = i;
