@@ -116,6 +116,7 @@ void usage_repl(FILE *out) {
           "  --threads N          threads for matrix products (default: all cores)\n"
           "  --strict             stop at the first command that fails, with exit status 1\n"
           COMPILE_HELP
+          "                       (the REPL edits the state in place, on the CPU: not --device cuda)\n"
           "  -h, --help           show this help and the commands\n"
           "\n"
           "commands:\n",
