@@ -368,10 +368,7 @@ int cmd_bench(int argc, char **argv) {
         case 'p': o.profile = true; break;
         case 'h': usage_bench(stdout); return 0;
         default:
-            if (!is_compile_option(c)) {
-                return 2;
-            }
-            if (!parse_compile_option(c, optarg, &optset)) return 2;
+            if (!is_compile_option(c) || !parse_compile_option(c, optarg, &optset)) return 2;
             break;
         }
     }

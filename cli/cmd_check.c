@@ -226,10 +226,7 @@ int cmd_check(int argc, char **argv) {
         case 's': if (!parse_int_option("--seed", optarg, 0, &v)) return 2; o.seed = (uint64_t)v; break;
         case 'h': usage_check(stdout); return 0;
         default:
-            if (!is_compile_option(c)) {
-                return 2;
-            }
-            if (!parse_compile_option(c, optarg, &optset)) return 2;
+            if (!is_compile_option(c) || !parse_compile_option(c, optarg, &optset)) return 2;
             break;
         }
     }

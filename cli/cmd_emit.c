@@ -226,23 +226,10 @@ int cmd_emit(int argc, char **argv) {
         case 'G': emit = EMIT_CUDA; break;
         case 'L': emit = EMIT_LLVM; break;
         case 'D': emit = EMIT_DOT; break;
-        case 'P': {
-            const char *pass = optarg;
-            bool known = strcmp(pass, "all") == 0;
-            for (int i = 0; pass_names[i]; i++) known |= strcmp(pass_names[i], pass) == 0;
-            if (!known) {
-                int npasses = 0;
-                while (pass_names[npasses]) npasses++;
-                char hint[DID_YOU_MEAN_MAX];
-                fprintf(stderr, "nnc: error: unknown pass '%s'%s (passes:", pass,
-                        did_you_mean(pass, pass_names, npasses, hint, sizeof hint));
-                for (int i = 0; pass_names[i]; i++) fprintf(stderr, " %s", pass_names[i]);
-                fprintf(stderr, ", or all)\n");
-                return 2;
-            }
-            lo.passes.print_after = pass;
+        case 'P':
+            if (!check_pass_name(optarg, "nnc: error: ")) return 2;
+            lo.passes.print_after = optarg;
             break;
-        }
         case 'F': f64 = true; break;
         case 'B': emit = EMIT_OBJ; break;
         case 'C': emit = EMIT_C; break;

@@ -156,10 +156,7 @@ static int command(int argc, char **argv, bool is_predict) {
         case 't': if (!parse_int_option("--top", optarg, 1, &v)) return 2; o.top = v; break;
         case 'h': usage(stdout); return 0;
         default:
-            if (!is_compile_option(c)) {
-                return 2;
-            }
-            if (!parse_compile_option(c, optarg, &optset)) return 2;
+            if (!is_compile_option(c) || !parse_compile_option(c, optarg, &optset)) return 2;
             break;
         }
     }

@@ -7,7 +7,7 @@
  * reported and the previous model stays. */
 #include "cli/commands.h"
 #include "cli/driver.h"
-#include "cli/plot.h"
+#include "cli/plot_svg.h"
 #include "cli/repl/repl.h"
 #include "frontend/frontend.h"
 #include "runtime/checkpoint.h"
@@ -69,7 +69,7 @@ typedef struct Help {
 static const Help helps[] = {
     {"load", "load FILE.nn", "compile and JIT a model file; its parameters start from the seed"},
     {"reload", "reload", "re-read the model file (after editing it) and go on with the parameters that still fit"},
-    {"data", "data [PATH] [limit N] [val N]",
+    {"data", "data [PATH|default] [limit N] [val N]",
      "load the model's data (its data statement, or an IDX folder / CSV file), the first N examples, N held out"},
     {"train", "train [N] [epochs|steps]", "train for N epochs (default 1) or N steps (batches)"},
     {"eval", "eval [validation|test|train]", "loss, accuracy and metrics on a split (default validation)"},
@@ -86,9 +86,19 @@ static const Help helps[] = {
     {"quit", "quit", "leave (so does end of input)"},
 };
 
+/* The commands (or the one called `topic`): usage, then what it does,
+ * beside it where the usage is short and below it where it is long. */
+static void list_commands(FILE *out, const char *topic) {
+    enum { COLUMN = 40 };
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        if (topic && strcmp(topic, helps[i].name) != 0) continue;
+        if (strlen(helps[i].usage) < COLUMN) fprintf(out, "  %-*s %s\n", COLUMN, helps[i].usage, helps[i].text);
+        else fprintf(out, "  %s\n  %-*s %s\n", helps[i].usage, COLUMN, "", helps[i].text);
+    }
+}
+
 static void help(const char *topic) {
-    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
-        if (!topic || !strcmp(topic, helps[i].name)) printf("  %-56s %s\n", helps[i].usage, helps[i].text);
+    list_commands(stdout, topic);
     if (!topic)
         printf("Any other line is a statement of the .nn language: it replaces the statement that\n"
                "defines the same name (or the train / data statement), or is added after what it uses;\n"
@@ -102,16 +112,16 @@ void usage_repl(FILE *out) {
           "a terminal (with line editing, history in ~/.nnc_history and tab completion) or\n"
           "from standard input ('nnc repl model.nn < session.txt').\n"
           "\n"
-          "  --seed N     seed of initialisation, shuffling and dropout (default 1)\n"
-          "  --threads N  threads for matrix products (default: all cores)\n"
-          "  --strict     stop at the first command that fails, with exit status 1\n"
+          "  --seed N             seed of initialisation, shuffling and dropout (default 1)\n"
+          "  --threads N          threads for matrix products (default: all cores)\n"
+          "  --strict             stop at the first command that fails, with exit status 1\n"
           COMPILE_HELP
-          "  -h, --help   show this help and the commands\n"
+          "                       (the REPL edits the state in place, on the CPU: not --device cuda)\n"
+          "  -h, --help           show this help and the commands\n"
           "\n"
           "commands:\n",
           out);
-    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
-        fprintf(out, "  %-56s %s\n", helps[i].usage, helps[i].text);
+    list_commands(out, NULL);
 }
 
 /* ---- models ------------------------------------------------------------------------------ */
@@ -155,13 +165,6 @@ static bool model_build(Repl *r, const char *path, const char *text, Model *out)
 
 static bool is_param(const StateSlot *s) { return !(s->flags & (NF_OPT_STATE | NF_HYPER)); }
 
-static bool same_shape(const StateSlot *a, const StateSlot *b) {
-    if (a->type.rank != b->type.rank || a->size != b->size) return false;
-    for (int k = 0; k < a->type.rank; k++)
-        if (a->type.dim[k] != b->type.dim[k]) return false;
-    return true;
-}
-
 /* Whether two train statements differ in what lives in the state. */
 static bool same_hypers(const TrainSpec *a, const TrainSpec *b) {
     return a->optimizer == b->optimizer && a->lr == b->lr && a->momentum == b->momentum && a->beta1 == b->beta1 &&
@@ -179,7 +182,7 @@ static void carry_state(const Model *old, Model *nw) {
     StrBuf kept = {0}, fresh = {0}, dropped = {0};
     for (int i = 0; i < b->nslots; i++) {
         const StateSlot *t = &b->slots[i], *f = module_find_slot(a, t->name);
-        bool copy = f && same_shape(f, t) && (f->flags & (NF_OPT_STATE | NF_HYPER)) == (t->flags & (NF_OPT_STATE | NF_HYPER));
+        bool copy = f && type_equal(&f->type, &t->type) && (f->flags & (NF_OPT_STATE | NF_HYPER)) == (t->flags & (NF_OPT_STATE | NF_HYPER));
         if (copy && (t->flags & NF_HYPER) && !hypers && strcmp(t->name, "opt.step") != 0) copy = false;
         if (copy)
             memcpy((float *)nw->s->state + t->offset, (float *)old->s->state + f->offset, sizeof(float) * (size_t)t->size);
@@ -657,14 +660,7 @@ static bool repl_show(Repl *r, Words *ws) {
     else if (!strcmp(what, "graph")) graph_print(stdout, m->model);
     else if (!strcmp(what, "ir") && ws->n <= 2) module_print(stdout, m);
     else if (!strcmp(what, "ir")) {
-        bool known = !strcmp(ws->w[2], "all");
-        for (int i = 0; pass_names[i]; i++) known |= !strcmp(ws->w[2], pass_names[i]);
-        if (!known) {
-            fprintf(stderr, "error: no pass '%s'; the passes are:", ws->w[2]);
-            for (int i = 0; pass_names[i]; i++) fprintf(stderr, " %s", pass_names[i]);
-            fprintf(stderr, " (or all)\n");
-            return false;
-        }
+        if (!check_pass_name(ws->w[2], "error: ")) return false;
         /* the pipeline prints as it goes: run it again on the source */
         Arena a = {0};
         LoadOptions lo = {.passes = {.print_after = ws->w[2], .print_to = stdout, .opt = &r->opt}};
@@ -693,9 +689,9 @@ static bool repl_show(Repl *r, Words *ws) {
         if (!s) {
             const char **names = xmalloc(sizeof(char *) * (size_t)(m->nslots + 1));
             for (int i = 0; i < m->nslots; i++) names[i] = m->slots[i].name;
-            const char *near = closest_name(what, names, m->nslots);
-            fprintf(stderr, "error: no tensor '%s' in the state%s%s%s ('show params' lists them)\n", what,
-                    near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+            char hint[DID_YOU_MEAN_MAX];
+            fprintf(stderr, "error: no tensor '%s' in the state%s ('show params' lists them)\n", what,
+                    did_you_mean(what, names, m->nslots, hint, sizeof hint));
             free(names);
             return false;
         }
@@ -758,10 +754,20 @@ static bool repl_plot(Repl *r, Words *ws) {
         va[i] = r->points[i].val_acc >= 0 ? r->points[i].val_acc : NAN;
         acc |= r->points[i].val_acc >= 0;
     }
-    PlotSeries loss[] = {{"train", x, tl, n}, {"validation", x, vl, n}}, accuracy[] = {{"validation", x, va, n}};
-    PlotPanel panels[] = {{"loss", "loss", loss, 2}, {"accuracy", "accuracy", accuracy, 1}};
-    char err[512];
-    bool ok = plot_write_svg(ws->w[1], panels, acc ? 2 : 1, "epoch", err, sizeof err);
+    /* the charts of `nnc train --plot`, with the points the REPL has: one
+     * after each `train` command or epoch, no per-step losses */
+    const SvgSeries loss[] = {
+        {"train", x, tl, n, "#1f77b4", .markers = true},
+        {"validation", x, vl, n, "#ff7f0e", .markers = true},
+    };
+    const SvgSeries accuracy[] = {{"validation", x, va, n, "#ff7f0e", .markers = true}};
+    const SvgChart charts[] = {
+        {"Loss", "epoch", "loss", loss, 2, false},
+        {"Accuracy", "epoch", "accuracy", accuracy, 1, true},
+    };
+    char title[256], err[1024];
+    snprintf(title, sizeof title, "%s: training curves", r->model.m ? r->model.m->name : "repl");
+    bool ok = svg_write_charts(ws->w[1], title, charts, acc ? 2 : 1, err, sizeof err);
     free(v);
     if (!ok) fprintf(stderr, "error: %s\n", err);
     else printf("wrote %s (%d point%s)\n", ws->w[1], n, n == 1 ? "" : "s");
@@ -867,9 +873,9 @@ static bool run_line(Repl *r, const char *line, bool *quit) {
     else {
         int n = 0;
         while (repl_command_names[n]) n++;
-        const char *near = closest_name(c, repl_command_names, n);
-        fprintf(stderr, "error: unknown command '%s'%s%s%s ('help' lists the commands)\n", c,
-                near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+        char hint[DID_YOU_MEAN_MAX];
+        fprintf(stderr, "error: unknown command '%s'%s ('help' lists the commands)\n", c,
+                did_you_mean(c, repl_command_names, n, hint, sizeof hint));
         ok = false;
     }
     fflush(stdout);
@@ -899,18 +905,14 @@ int cmd_repl(int argc, char **argv) {
     long long v;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h" COMPILE_SHORTOPTS, longopts, NULL)) != -1) {
+    while ((opt = nnc_getopt(argc, argv, "h" COMPILE_SHORTOPTS, longopts, "repl")) != -1) {
         switch (opt) {
         case 's': if (!parse_int_option("--seed", optarg, 0, &v)) return 2; r.seed = (uint64_t)v; break;
         case 't': if (!parse_int_option("--threads", optarg, 1, &v)) return 2; nnrt_set_threads((int)v); break;
         case 'S': strict = true; break;
         case 'h': usage_repl(stdout); return 0;
         default:
-            if (!is_compile_option(opt)) {
-                usage_repl(stderr);
-                return 2;
-            }
-            if (!parse_compile_option(opt, optarg, &r.opt)) return 2;
+            if (!is_compile_option(opt) || !parse_compile_option(opt, optarg, &r.opt)) return 2;
         }
     }
     if (argc - optind > 1) {

@@ -78,10 +78,7 @@ int cmd_train(int argc, char **argv) {
         case 'J': c.report = REPORT_JSON; break;
         case 'h': usage_train(stdout); return 0;
         default:
-            if (!is_compile_option(opt)) {
-                return 2;
-            }
-            if (!parse_compile_option(opt, optarg, &optset)) return 2;
+            if (!is_compile_option(opt) || !parse_compile_option(opt, optarg, &optset)) return 2;
             break;
         }
     }

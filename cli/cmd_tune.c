@@ -232,10 +232,7 @@ int cmd_tune(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'h': usage_tune(stdout); return 0;
         default:
-            if (!is_compile_option(opt)) {
-                return 2;
-            }
-            if (!parse_compile_option(opt, optarg, &optset)) return 2;
+            if (!is_compile_option(opt) || !parse_compile_option(opt, optarg, &optset)) return 2;
             break;
         }
     }

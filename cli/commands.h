@@ -66,4 +66,9 @@ struct OptSettings;
 bool parse_compile_option(int code, const char *arg, struct OptSettings *o);
 bool is_compile_option(int code);
 
+/* Whether `pass` names a pass of the pipeline or is "all" (--print-after,
+ * the REPL's `show ir PASS`); if not, reports it after `prefix`, with the
+ * nearest name and the list. */
+bool check_pass_name(const char *pass, const char *prefix);
+
 #endif

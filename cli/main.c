@@ -173,6 +173,18 @@ bool parse_compile_option(int code, const char *arg, OptSettings *o) {
     return true;
 }
 
+bool check_pass_name(const char *pass, const char *prefix) {
+    int n = 0;
+    bool known = strcmp(pass, "all") == 0;
+    for (; pass_names[n]; n++) known |= strcmp(pass_names[n], pass) == 0;
+    if (known) return true;
+    char hint[DID_YOU_MEAN_MAX];
+    fprintf(stderr, "%sunknown pass '%s'%s (passes:", prefix, pass, did_you_mean(pass, pass_names, n, hint, sizeof hint));
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", pass_names[i]);
+    fprintf(stderr, ", or all)\n");
+    return false;
+}
+
 bool parse_int_option(const char *opt, const char *text, long long lo, long long *out) {
     char *end;
     long long v = strtoll(text, &end, 10);

@@ -24,7 +24,9 @@ typedef struct Axis {
     double lo, hi, step;
 } Axis;
 
-double svg_nice_step(double lo, double hi, int want) {
+/* A "nice" tick step (1, 2 or 5 times a power of ten) that cuts [lo, hi]
+ * into about `want` intervals. */
+static double nice_step(double lo, double hi, int want) {
     double span = hi - lo;
     if (!(span > 0) || want < 1) return 1;
     double raw = span / want, mag = pow(10, floor(log10(raw))), f = raw / mag;
@@ -36,7 +38,7 @@ static Axis make_axis(double lo, double hi, int want) {
         double pad = fabs(lo) > 0 ? fabs(lo) * 0.1 : 0.5;
         lo -= pad, hi += pad;
     }
-    Axis a = {.step = svg_nice_step(lo, hi, want)};
+    Axis a = {.step = nice_step(lo, hi, want)};
     a.lo = floor(lo / a.step + 1e-9) * a.step;
     a.hi = ceil(hi / a.step - 1e-9) * a.step;
     return a;

@@ -1,5 +1,5 @@
 /* plot_svg.h - line charts as a standalone SVG file: the training curves of
- * `nnc train --plot FILE.svg`. */
+ * `nnc train --plot FILE.svg` and of the REPL's `plot FILE.svg`. */
 #ifndef NNC_PLOT_SVG_H
 #define NNC_PLOT_SVG_H
 
@@ -26,9 +26,5 @@ typedef struct SvgChart {
  * temporary file and a rename. false with a message in err on failure. */
 bool svg_write_charts(const char *path, const char *title, const SvgChart *charts, int ncharts, char *err,
                       size_t errsize);
-
-/* A "nice" tick step (1, 2 or 5 times a power of ten) that cuts [lo, hi]
- * into about `want` intervals. */
-double svg_nice_step(double lo, double hi, int want);
 
 #endif

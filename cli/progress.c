@@ -52,13 +52,16 @@ void progress_step(Progress *p, int64_t done, double loss) {
     p->drawn = true;
 }
 
+void progress_print_scores(const char *set, double loss, double accuracy, int nmetrics,
+                           const char *const *metric_names, const double *metrics) {
+    printf("  %s loss %.4f", set, loss);
+    if (accuracy >= 0) printf("  %s acc %.4f", set, accuracy);
+    for (int k = 0; k < nmetrics; k++) printf("  %s %s %.4f", set, metric_names[k], metrics[k]);
+}
+
 static void print_line(const EpochStats *s) {
     printf("epoch %lld/%lld  loss %.4f", (long long)s->epoch, (long long)s->last_epoch, s->loss);
-    if (s->has_val) {
-        printf("  val loss %.4f", s->val_loss);
-        if (s->val_accuracy >= 0) printf("  val acc %.4f", s->val_accuracy);
-        for (int k = 0; k < s->nmetrics; k++) printf("  val %s %.4f", s->metric_names[k], s->metrics[k]);
-    }
+    if (s->has_val) progress_print_scores("val", s->val_loss, s->val_accuracy, s->nmetrics, s->metric_names, s->metrics);
     printf("  %.1f s  %.0f samples/s\n", s->seconds, s->samples_per_second);
 }
 

@@ -49,6 +49,12 @@ void progress_step(Progress *p, int64_t done, double loss);
 /* Clears the bar and reports the finished epoch as the style asks. */
 void progress_epoch(Progress *p, const EpochStats *s);
 
+/* "  SET loss L  SET acc A  SET METRIC M ..." without a newline: a set's
+ * scores as the epoch lines, `nnc eval` and the REPL print them
+ * (accuracy < 0: none). */
+void progress_print_scores(const char *set, double loss, double accuracy, int nmetrics,
+                           const char *const *metric_names, const double *metrics);
+
 /* The final JSON object (--json): test scores and what training did. */
 void progress_result_json(const char *test_set, double loss, double accuracy, int nmetrics,
                           const char *const *metric_names, const double *metrics, int64_t examples,

@@ -57,9 +57,7 @@ Scores trainer_score(Trainer *L, const RtDataset *ds) {
 }
 
 void trainer_print_scores(const Trainer *L, const char *set, Scores s) {
-    printf("  %s loss %.4f", set, s.loss);
-    if (s.accuracy >= 0) printf("  %s acc %.4f", set, s.accuracy);
-    for (int k = 0; k < L->nmetrics; k++) printf("  %s %s %.4f", set, L->metric_names[k], L->metrics[k]);
+    progress_print_scores(set, s.loss, s.accuracy, L->nmetrics, (const char *const *)L->metric_names, L->metrics);
 }
 
 /* ---- setting up ------------------------------------------------------------------------ */

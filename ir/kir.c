@@ -318,7 +318,8 @@ int npoly_envelope(NPoly *terms, int n) {
                       (!npoly_covers(terms[i], terms[j]) || j < i);
         if (!covered) terms[kept++] = terms[i];
     }
-    qsort(terms, (size_t)kept, sizeof *terms, by_slope);
+    /* qsort's array must not be NULL, even empty: no terms may come as NULL */
+    if (kept > 1) qsort(terms, (size_t)kept, sizeof *terms, by_slope);
     return kept;
 }
 

@@ -105,9 +105,18 @@ plot {work}/curves.svg
     if m:
         total = sum(float(x.split(":")[1]) for x in m.group(2).split())
         check(abs(total - 1) < 0.01, f"probabilities sum to 1 (got {total})")
+    # the charts of `nnc train --plot`: loss (train, validation) and accuracy
+    # (validation), each curve a path through the 3 points with a marker on each
+    svg = "{http://www.w3.org/2000/svg}"
     root = ET.parse(os.path.join(work, "curves.svg")).getroot()
-    check(root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 3,
-          "the plot is SVG with three curves")
+    check(root.tag == svg + "svg", "the plot is SVG")
+    texts = [t.text for t in root.iter(svg + "text")]
+    for want in ["Loss", "Accuracy", "train", "validation", "epoch"]:
+        check(want in texts, f"the plot has the text {want!r}")
+    curves = [p.get("d") for p in root.iter(svg + "path") if p.get("d").strip()]
+    check(len(curves) == 3 and all(d.count("M") + d.count("L") == 3 for d in curves),
+          f"the plot has three curves of 3 points each (got {curves})")
+    check(len(list(root.iter(svg + "circle"))) == 9, "a marker on each point of each curve")
 
 
 class Pty:

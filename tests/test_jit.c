@@ -7,60 +7,11 @@
 #include "runtime/rng.h"
 #include "support/util.h"
 
+#include "alloc_count.h"
 #include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- counting allocations -------------------------------------------------------------
- * Under AddressSanitizer its own hooks count; otherwise malloc and friends
- * are interposed here and forwarded to glibc. */
-static volatile int counting;
-static volatile long allocations;
-
-#if defined(__SANITIZE_ADDRESS__)
-/* From libasan (GCC ships no header for it). */
-int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-                                              void (*free_hook)(const volatile void *));
-static void on_malloc(const volatile void *p, size_t n) {
-    (void)p;
-    (void)n;
-    if (counting) allocations++;
-}
-static void on_free(const volatile void *p) { (void)p; }
-static void start_counting(void) {
-    static bool installed;
-    if (!installed) __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
-    installed = true;
-}
-#else
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-void *malloc(size_t n) {
-    if (counting) allocations++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t s) {
-    if (counting) allocations++;
-    return __libc_calloc(n, s);
-}
-void *realloc(void *p, size_t n) {
-    if (counting) allocations++;
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t align, size_t n) {
-    if (counting) allocations++;
-    return __libc_memalign(align, n);
-}
-int posix_memalign(void **p, size_t align, size_t n) {
-    if (counting) allocations++;
-    *p = __libc_memalign(align, n);
-    return *p ? 0 : 12;
-}
-static void start_counting(void) {}
-#endif
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -353,14 +304,11 @@ START_TEST(test_train_step_allocates_nothing) {
     for (int i = 0; i < B; i++) y[i] = i % 10;
     void *train_args[] = {x, y}, *eval_args[] = {x, y, p};
     double first = session_run(c.s, FN_TRAIN, train_args, B); /* warm up the BLAS */
-    start_counting();
-    allocations = 0;
-    counting = 1;
+    alloc_count_start();
     double last = 0;
     for (int step = 0; step < 50; step++) last = session_run(c.s, FN_TRAIN, train_args, step % 2 ? B : B / 2);
     session_run(c.s, FN_EVAL, eval_args, B);
-    counting = 0;
-    ck_assert_int_eq(allocations, 0);
+    ck_assert_int_eq(alloc_count_stop(), 0);
     ck_assert_msg(last < first, "training on one batch lowers its loss (%g -> %g)", first, last);
     free(x);
     free(p);

@@ -5,66 +5,16 @@
  * a training step allocates no memory.
  *
  * Liveness is recomputed here from the kernels, independently of
- * passes/memplan.c. Allocations are counted by wrapping glibc's allocator
- * in this program, which every library it uses (OpenBLAS too) calls. */
+ * passes/memplan.c. Allocations are counted as alloc_count.h says. */
 #include "cli/driver.h"
 #include "runtime/nnrt.h"
 #include "runtime/rng.h"
 #include "support/util.h"
 
+#include "alloc_count.h"
 #include "check_main.h"
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- counting allocations ------------------------------------------------------------------ */
-
-/* glibc's allocator under its own names: the wrappers below replace
- * malloc and its kin in every library of the process. */
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t align, size_t size);
-extern void __libc_free(void *p);
-
-static atomic_bool counting;
-static atomic_long allocations;
-
-static void count(void) {
-    if (atomic_load_explicit(&counting, memory_order_relaxed)) atomic_fetch_add(&allocations, 1);
-}
-
-void *malloc(size_t size) {
-    count();
-    return __libc_malloc(size);
-}
-void *calloc(size_t n, size_t size) {
-    count();
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t size) {
-    count();
-    return __libc_realloc(p, size);
-}
-void free(void *p) {
-    if (p) count();
-    __libc_free(p);
-}
-void *aligned_alloc(size_t align, size_t size) {
-    count();
-    return __libc_memalign(align, size);
-}
-void *memalign(size_t align, size_t size) {
-    count();
-    return __libc_memalign(align, size);
-}
-int posix_memalign(void **out, size_t align, size_t size) {
-    count();
-    void *p = __libc_memalign(align, size);
-    if (!p) return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
 
 static const char *const examples[] = {"mnist_mlp", "deep_mlp",   "lenet",      "lenet_augmented", "catdog_mlp",
                                        "perceptron", "regression", "multilabel", "transfer"};
@@ -294,24 +244,20 @@ START_TEST(test_plan_changes_no_result_and_steps_do_not_allocate) {
                   "%s: the plan takes more than no plan", name);
     int64_t n = on.m->train_spec.batch;
     for (int step = 0; step < STEPS; step++) {
-        atomic_store(&allocations, 0);
-        atomic_store(&counting, step > 0);
+        if (step > 0) alloc_count_start();
         on.loss[step] = session_run(on.s, FN_TRAIN, on.args, n);
-        atomic_store(&counting, false);
-        ck_assert_msg(atomic_load(&allocations) == 0, "%s: %ld allocations in training step %d", name,
-                      atomic_load(&allocations), step);
+        long calls = step > 0 ? alloc_count_stop() : 0;
+        ck_assert_msg(calls == 0, "%s: %ld allocations in training step %d", name, calls, step);
         off.loss[step] = session_run(off.s, FN_TRAIN, off.args, n);
         ck_assert_msg(on.loss[step] == off.loss[step], "%s step %d: loss %.9g with the plan, %.9g without", name,
                       step, on.loss[step], off.loss[step]);
     }
     /* the count sees allocations: a malloc and its free are two (volatile,
      * that the compiler keeps the pair) */
-    atomic_store(&allocations, 0);
-    atomic_store(&counting, true);
+    alloc_count_start();
     void *volatile probe = malloc(64);
     free(probe);
-    atomic_store(&counting, false);
-    ck_assert_int_eq(atomic_load(&allocations), 2);
+    ck_assert_int_eq(alloc_count_stop(), 2);
     /* the training moved the parameters, identically */
     ck_assert(on.loss[STEPS - 1] != on.loss[0]);
     ck_assert(memcmp(on.s->state, off.s->state, sizeof(float) * (size_t)on.m->state_size) == 0);

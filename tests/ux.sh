@@ -5,7 +5,7 @@
 #   ux.sh json NNC FILE.nn            --json: one parsable object per epoch, then the result
 #   ux.sh bar NNC FILE.nn             on a terminal a progress bar is drawn, in logs it is not
 #   ux.sh dot NNC FILE.nn             --emit-dot is accepted by Graphviz and shows fused kernels
-#   ux.sh help NNC                    nnc help CMD == nnc CMD --help, --version names LLVM
+#   ux.sh help NNC                    nnc help CMD == nnc CMD --help (repl too), --version names LLVM
 #   ux.sh man NNC MAN_PAGE            the man page has no warnings and names every option
 #   ux.sh suggest NNC                 misspelt commands and options get the nearest name
 set -u
@@ -114,7 +114,7 @@ dot)
     echo "dot ok: $n fused clusters in the training step"
     ;;
 help)
-    for c in compile train eval predict tune check bench; do
+    for c in compile train eval predict tune check bench repl; do
         "$nnc" help $c >"$work/a" || fail "nnc help $c"
         "$nnc" $c --help >"$work/b" || fail "nnc $c --help"
         cmp -s "$work/a" "$work/b" || { diff "$work/a" "$work/b"; fail "nnc help $c differs from nnc $c --help"; }
@@ -135,7 +135,7 @@ man)
     fi
     # every long option of every command's help is in the page
     sed 's/\\-/-/g' "$page" >"$work/page"
-    for c in compile train eval predict tune check bench; do
+    for c in compile train eval predict tune check bench repl; do
         for opt in $("$nnc" help $c | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
             grep -q -- "$opt" "$work/page" || fail "the man page does not mention $c's $opt"
         done
@@ -164,6 +164,7 @@ suggest)
     expect "nnc: error: option '--json' takes no value" "$nnc" train --json=yes x.nn
     expect "nnc: error: unknown pass 'autodif'; did you mean 'autodiff'? (passes: shape derive autodiff optimizer simplify, or all)" \
         "$nnc" x.nn --print-after=autodif
+    expect "nnc: error: unknown option '--sed'; did you mean '--seed'?" "$nnc" repl --sed 2
     expect "nnc: error: --disable-pass: unknown transformation 'fusion'; did you mean 'fuse'? (simplify, fuse, memplan, all)" \
         "$nnc" x.nn --disable-pass=fusion
     echo "suggest ok"
