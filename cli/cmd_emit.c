@@ -305,6 +305,7 @@ int cmd_emit(int argc, char **argv) {
             }
         kprog_print(out, lower_init(m, f64));
     } else if (emit == EMIT_CUDA) {
+        m->opt.cuda = true; /* the source as the GPU runs it: lowered for it */
         emit_cuda(out, m, f64);
     } else if (emit == EMIT_LLVM) status = emit_llvm(out, m, f64, cpu, &d);
     else if (emit == EMIT_DOT) emit_dot(out, m);

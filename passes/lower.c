@@ -363,11 +363,13 @@ static void lower_matmul(LowerCtx *c, int id) {
 /* out = reduction of x: x's axis i goes to out's axis out_axis[i], or is
  * summed away when reduced[i]. Each result element is scaled by `scale`
  * (NULL for 1). Two loop orders:
- *  - the reduced axes are the innermost ones: one accumulator per result
- *    element, summed over a contiguous run of x (row sums, softmax-like);
- *  - otherwise (e.g. a bias gradient, summed over the batch): zero the
- *    result, then walk x in memory order adding into it, so the inner
- *    loop stays contiguous. */
+ *  - the kept axes outside, one accumulator per result element, the
+ *    reduced axes inside: where those are the innermost ones (row sums,
+ *    softmax-like) a contiguous run of x, and always on the GPU, where
+ *    each result element gets its own thread;
+ *  - otherwise on a processor core (e.g. a bias gradient, summed over the
+ *    batch): zero the result, then walk x in memory order adding into it,
+ *    so the inner loop stays contiguous. */
 static void reduce_kernel(LowerCtx *c, int id, int x, const bool *reduced, const int *out_axis, Kx *scale) {
     Arena *a = c->a;
     const IrType *tx = &lw_node(c, x)->type, *to = &lw_node(c, id)->type;
@@ -380,17 +382,16 @@ static void reduce_kernel(LowerCtx *c, int id, int x, const bool *reduced, const
     Kx *vars[IR_MAX_RANK], *ovars[IR_MAX_RANK] = {0};
     KsBlock *blk = lw_kernel(c, id);
     int out = c->buf[id];
-    if (suffix) {
-        KsBlock *body = lw_loop_nest(c, blk, tx, first_reduced, vars, true);
+    if (suffix || c->m->opt.cuda) {
+        /* the kept axes outside (in parallel), the reduced ones inside */
+        KsBlock *body = blk;
+        for (int i = 0; i < r; i++)
+            if (!reduced[i]) body = lw_loops(c, body, (Kx *[]){lw_dim(a, tx->dim[i])}, 1, &vars[i], true);
         int s = kprog_new_local(c->p);
         ks_decl(a, body, s, kx_real(a, 0));
         KsBlock *inner = body;
-        for (int i = first_reduced; i < r; i++) {
-            int v = kprog_new_var(c->p);
-            Ks *f = ks_for(a, inner, v, lw_dim(a, tx->dim[i]), false);
-            vars[i] = kx_var(a, v);
-            inner = &f->body;
-        }
+        for (int i = 0; i < r; i++)
+            if (reduced[i]) inner = lw_loops(c, inner, (Kx *[]){lw_dim(a, tx->dim[i])}, 1, &vars[i], false);
         ks_update(a, inner, s, KX_ADD, lw_load_at(c, x, vars));
         for (int i = 0; i < r; i++)
             if (!reduced[i] && out_axis[i] >= 0) ovars[out_axis[i]] = vars[i];
