@@ -33,6 +33,7 @@ typedef struct Product {
     int64_t ldb;
     float *c;
     int64_t ldc;
+    bool c_transposed; /* C(i, j) is stored at c[j * ldc + i] */
 } Product;
 
 /* op(B)'s rows k0 .. k0 + kc, columns j0 .. j0 + 16 NV, for a block. */
@@ -76,15 +77,26 @@ INLINE_KERNEL void block(const Product *p, int R, int NV, int64_t i0, int64_t j0
 
     __m512 alpha = _mm512_set1_ps(p->alpha), beta = _mm512_set1_ps(first ? p->beta : 1.0f);
     bool read_c = !first || p->beta != 0; /* beta = 0 ignores what C held, NaN included */
+    /* stored transposed, a vector of C's row goes down a column: lane l
+     * at l * ldc from the first */
+    __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                      _mm512_set1_epi32((int)p->ldc));
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++) {
-        float *c = p->c + (i0 + r) * p->ldc + j0;
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             __mmask16 lanes = v == NV - 1 ? panel->last : (__mmask16)0xFFFF;
             __m512 x = _mm512_mul_ps(alpha, acc[r][v]);
-            if (read_c) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(lanes, c + LANES * v), x);
-            _mm512_mask_storeu_ps(c + LANES * v, lanes, x);
+            if (p->c_transposed) {
+                float *c = p->c + (j0 + LANES * v) * p->ldc + i0 + r;
+                if (read_c)
+                    x = _mm512_fmadd_ps(beta, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, down, c, 4), x);
+                _mm512_mask_i32scatter_ps(c, lanes, down, x, 4);
+            } else {
+                float *c = p->c + (i0 + r) * p->ldc + j0 + LANES * v;
+                if (read_c) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(lanes, c), x);
+                _mm512_mask_storeu_ps(c, lanes, x);
+            }
         }
     }
 }
@@ -252,11 +264,11 @@ static void product_range(void *ctx, int64_t lo, int64_t hi) {
     int64_t from = lo * s->unit, to = hi * s->unit < size ? hi * s->unit : size;
     if (s->by_rows) {
         p.a += from * (p.ta ? 1 : p.lda);
-        p.c += from * p.ldc;
+        p.c += from * (p.c_transposed ? 1 : p.ldc);
         p.m = to - from;
     } else {
         p.b += from * (p.tb ? p.ldb : 1);
-        p.c += from;
+        p.c += from * (p.c_transposed ? p.ldc : 1);
         p.n = to - from;
     }
     product(&p);
@@ -264,15 +276,32 @@ static void product_range(void *ctx, int64_t lo, int64_t hi) {
 
 void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                        int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    Split s = {{ta != 0, tb != 0, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}, m >= 2 * SPLIT_ROWS, 0};
+    Split s = {{ta != 0, tb != 0, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc, false}, m >= 2 * SPLIT_ROWS, 0};
     if (m <= 0 || n <= 0 || k <= 0) return;
+    if (ta && n < LANES && m >= 2 * LANES && ldc <= INT32_MAX / LANES) {
+        /* C narrower than a vector with A^T's rows contiguous (a weight
+         * gradient x^T dy into a few outputs): compute C^T = op(B)^T A^T,
+         * whose rows are long, and store it transposed. */
+        s.whole = (Product){!tb, false, n, m, k, alpha, beta, b, ldb, a, lda, c, ldc, true};
+        s.by_rows = false;
+    }
     if (dot_suits(ta, tb, m, n, k, false)) {
         DotProduct p = {1, m, n, k, alpha, beta, a, lda, 0, b, ldb, 0, c, ldc};
         dot_product(&p);
         return;
     }
+    if (!ta && !tb && n < LANES && k >= 4 * LANES && n * k <= (int64_t)(sizeof packed / sizeof packed[0])) {
+        /* C narrower than a vector, B's rows short (a layer into a few
+         * outputs, x W): B^T is small, so transpose it once and take dot
+         * products along k, where every lane does work. */
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t kk = 0; kk < k; kk++) packed[j * k + kk] = b[kk * ldb + j];
+        DotProduct p = {1, m, n, k, alpha, beta, a, lda, 0, packed, k, 0, c, ldc};
+        dot_product(&p);
+        return;
+    }
     s.unit = s.by_rows ? SPLIT_ROWS : SPLIT_COLUMNS;
-    int64_t units = ((s.by_rows ? m : n) + s.unit - 1) / s.unit;
+    int64_t units = ((s.by_rows ? s.whole.m : s.whole.n) + s.unit - 1) / s.unit;
     if (m * n * k < PARALLEL_MACS || units < 2)
         product(&s.whole);
     else
