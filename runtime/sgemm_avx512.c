@@ -180,7 +180,7 @@ typedef struct DotProduct {
     int64_t ldc;
 } DotProduct;
 
-enum { DOT_TILE = 4, DOT_GROUP_BYTES = 384 * 1024 };
+enum { DOT_TILE = 4, DOT_GROUP_BYTES = 384 * 1024, DOT_ROWS_MAX = 256 };
 
 /* C's rows i0 .. i0 + RI, columns j0 .. j0 + RJ, summed over the batch. */
 INLINE_KERNEL void dot_tile(const DotProduct *p, int RI, int RJ, int64_t i0, int64_t j0) {
@@ -290,10 +290,13 @@ void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, 
         dot_product(&p);
         return;
     }
-    if (!ta && !tb && n < LANES && k >= 4 * LANES && n * k <= (int64_t)(sizeof packed / sizeof packed[0])) {
+    if (!ta && !tb && n < LANES && k >= 4 * LANES && m >= 2 * LANES && m <= DOT_ROWS_MAX &&
+        n * k <= (int64_t)(sizeof packed / sizeof packed[0])) {
         /* C narrower than a vector, B's rows short (a layer into a few
-         * outputs, x W): B^T is small, so transpose it once and take dot
-         * products along k, where every lane does work. */
+         * outputs, x W): B^T is small, so transpose it and take dot products
+         * along k, where every lane does work. Only for a mid-sized batch:
+         * with few rows the copy costs more than it saves, with many the
+         * final sums do. */
         for (int64_t j = 0; j < n; j++)
             for (int64_t kk = 0; kk < k; kk++) packed[j * k + kk] = b[kk * ldb + j];
         DotProduct p = {1, m, n, k, alpha, beta, a, lda, 0, packed, k, 0, c, ldc};

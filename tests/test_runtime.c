@@ -219,7 +219,7 @@ static void reference_gemm(int ta, int tb, int m, int n, int k, double alpha, co
 START_TEST(test_sgemm_shapes) {
     static const int sizes[][3] = {{1, 1, 1},   {1, 10, 784},  {64, 10, 784}, {784, 10, 64}, {13, 17, 5},
                                    {7, 65, 300}, {100, 129, 9}, {3, 200, 513}, {25, 48, 33}, {128, 256, 100},
-                                   {2000, 10, 64}, {33, 7, 1500}};
+                                   {2000, 10, 64}, {33, 7, 1500}, {200, 9, 100}};
     for (int threads = 1; threads <= 2; threads++) {
         nnrt_set_threads(threads);
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
