@@ -9,33 +9,15 @@
 #include "support/util.h"
 
 #include "check_main.h"
+#include "compiled.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-typedef struct Compiled {
-    Arena arena;
-    Module *m;
-    Session *s;
-} Compiled;
-
 static void compile(Compiled *c, const char *text, unsigned fns, bool f64) {
-    memset(c, 0, sizeof *c);
-    Diag d;
-    diag_init(&d, NULL, stderr);
-    c->m = nnc_compile_source(&c->arena, "test.nn", text, strlen(text), &d, NULL);
-    ck_assert_msg(c->m != NULL, "the test model does not compile:\n%s", text);
-    c->s = session_create(c->m, fns | FN_BIT(FN_INIT), f64, &d);
-    ck_assert_ptr_nonnull(c->s);
-    ck_assert(session_reserve(c->s, 8));
-    session_init(c->s, 1);
-}
-
-static void release(Compiled *c) {
-    session_destroy(c->s);
-    arena_free_all(&c->arena);
+    compiled_from_text(c, text, fns, f64, 8);
 }
 
 static void *slot(Compiled *c, const char *name) {
@@ -112,7 +94,7 @@ START_TEST(test_conv2d_forward) {
     free(br);
     free(x);
     free(y);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -166,7 +148,7 @@ START_TEST(test_pool_forward) {
     free(x);
     free(m);
     free(a);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -202,7 +184,7 @@ START_TEST(test_maxpool_gradient_ties) {
     for (int i = 0; i < 9; i++) expect[to[i]] += x[i];
     for (int i = 0; i < 16; i++)
         ck_assert_msg(grad[i] == expect[i], "grad.P[%d] = %g, expected %g", i, grad[i], expect[i]);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -242,7 +224,7 @@ START_TEST(test_dropout_keeps_and_scales) {
     /* The loss the forward pass computed is what the backward pass's mask
      * gives: the same elements were kept (s differs from element to element). */
     ck_assert_double_eq_tol(loss, forward, 1e-9);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -266,7 +248,7 @@ START_TEST(test_dropout_new_mask_every_step) {
     /* independent masks agree on about 0.7^2 + 0.3^2 of the elements */
     ck_assert_msg(differ > DROP_N / 3, "only %d of %d elements changed", differ, DROP_N);
     ck_assert_msg(abs(both - (int)(0.49 * DROP_N)) < 200, "%d elements kept twice", both);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -290,7 +272,7 @@ START_TEST(test_dropout_streams_and_seeds) {
     ck_assert_double_eq(*(double *)slot(&c, "rng.seed"), 9);
     session_run(c.s, FN_GRAD, (void *[]){x, gs2, gr2}, 1);
     ck_assert(memcmp(gs, gs2, sizeof gs) != 0 && memcmp(gr, gr2, sizeof gr) != 0);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -314,7 +296,7 @@ START_TEST(test_dropout_is_identity_at_inference) {
     free(x);
     free(y);
     free(y2);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 

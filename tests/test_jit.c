@@ -9,32 +9,15 @@
 
 #include "alloc_count.h"
 #include "check_main.h"
+#include "compiled.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-typedef struct Compiled {
-    Arena arena;
-    Module *m;
-    Session *s;
-} Compiled;
-
 static void compile(Compiled *c, const char *text, unsigned fns, bool f64) {
-    memset(c, 0, sizeof *c);
-    Diag d;
-    diag_init(&d, NULL, stderr);
-    c->m = nnc_compile_source(&c->arena, "test.nn", text, strlen(text), &d, NULL);
-    ck_assert_msg(c->m != NULL, "the test model does not compile");
-    c->s = session_create(c->m, fns | FN_BIT(FN_INIT), f64, &d);
-    ck_assert_ptr_nonnull(c->s);
-    ck_assert(session_reserve(c->s, 64));
-}
-
-static void release(Compiled *c) {
-    session_destroy(c->s);
-    arena_free_all(&c->arena);
+    compiled_from_text(c, text, fns, f64, 64);
 }
 
 static float *slot(Compiled *c, const char *name) {
@@ -73,7 +56,7 @@ START_TEST(test_forward_matches_hand_computation) {
             for (int k = 0; k < 3; k++) e += (double)x[i * 3 + k] * w[k * 2 + j];
             ck_assert_double_eq_tol(y[i * 2 + j], e, 1e-5);
         }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -102,7 +85,7 @@ START_TEST(test_softmax_and_cross_entropy_values) {
     }
     ck_assert_double_eq_tol(loss, expect_loss / 2, 1e-4);
     ck_assert(isfinite(loss));
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -119,7 +102,7 @@ START_TEST(test_rows_are_independent_of_batch) {
     session_run(c.s, FN_FORWARD, (void *[]){x, p7}, 7);
     session_run(c.s, FN_FORWARD, (void *[]){x + 4 * 5, p1}, 1);
     for (int j = 0; j < 3; j++) ck_assert_float_eq_tol(p1[j], p7[4 * 3 + j], 1e-6);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -161,7 +144,7 @@ START_TEST(test_sgd_step) {
     for (int i = 0; i < 6; i++) ck_assert_double_eq_tol(W[i], W0[i] - 0.1 * gW[i], 1e-6);
     for (int i = 0; i < 2; i++) ck_assert_double_eq_tol(b[i], b0[i] - 0.1 * gb[i], 1e-6);
     ck_assert_float_eq(*slot(&c, "opt.step"), 1);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -188,7 +171,7 @@ START_TEST(test_momentum_two_steps) {
     }
     for (int i = 0; i < 6; i++) ck_assert_double_eq_tol(W[i], w[i], 1e-5);
     for (int i = 0; i < 6; i++) ck_assert_double_eq_tol(slot(&c, "W.velocity")[i], v[i], 1e-5);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -210,7 +193,7 @@ START_TEST(test_adam_first_step) {
         double lr_t = 0.01 * sqrt(1 - 0.999) / (1 - 0.9);
         ck_assert_double_eq_tol(W[i], W0[i] - lr_t * m / (sqrt(v) + 1e-8), 1e-6);
     }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -234,7 +217,7 @@ START_TEST(test_cosine_schedule) {
         double lr = 0.1 * (1 + cos(M_PI * step / 4.0)) / 2;
         for (int i = 0; i < 6; i++) ck_assert_double_eq_tol(W[i], W0[i] - lr * gW[i], 1e-6);
     }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -263,7 +246,7 @@ START_TEST(test_init_is_deterministic_and_scaled) {
     ck_assert_double_eq_tol(std, sqrt(2.0 / 400), 0.01 * sqrt(2.0 / 400));
     for (int i = 0; i < 300; i++) ck_assert_float_eq(b[i], 0);
     free(first);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -279,7 +262,7 @@ START_TEST(test_xavier_uniform_bound) {
         hi = fmax(hi, W[i]);
     }
     ck_assert(lo < -0.9 * bound && hi > 0.9 * bound);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -312,7 +295,7 @@ START_TEST(test_train_step_allocates_nothing) {
     ck_assert_msg(last < first, "training on one batch lowers its loss (%g -> %g)", first, last);
     free(x);
     free(p);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 

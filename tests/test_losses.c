@@ -7,41 +7,21 @@
 #include "support/util.h"
 
 #include "check_main.h"
+#include "compiled.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-typedef struct Compiled {
-    Arena arena;
-    Module *m;
-    Session *s;
-} Compiled;
-
-static void compile(Compiled *c, const char *text, unsigned fns) {
-    memset(c, 0, sizeof *c);
-    Diag d;
-    diag_init(&d, NULL, stderr);
-    c->m = nnc_compile_source(&c->arena, "test.nn", text, strlen(text), &d, NULL);
-    ck_assert_msg(c->m != NULL, "the test model does not compile:\n%s", text);
-    c->s = session_create(c->m, fns | FN_BIT(FN_INIT), false, &d);
-    ck_assert_ptr_nonnull(c->s);
-    ck_assert(session_reserve(c->s, 64));
-    session_init(c->s, 1);
-}
-
-static void release(Compiled *c) {
-    session_destroy(c->s);
-    arena_free_all(&c->arena);
-}
+static void compile(Compiled *c, const char *text, unsigned fns) { compiled_from_text(c, text, fns, false, 64); }
 
 /* The loss of a model's eval function on `args` (inputs, targets, outputs). */
 static double eval_loss(const char *text, void **args, int64_t batch) {
     Compiled c;
     compile(&c, text, FN_BIT(FN_EVAL));
     double loss = session_run(c.s, FN_EVAL, args, batch);
-    release(&c);
+    compiled_release(&c);
     return loss;
 }
 
@@ -109,7 +89,7 @@ START_TEST(test_activation_values) {
              * subnormal values; the others to float rounding near 1 */
             expect_close(out[k][i], activation(k, x[i]), 2e-6, k == 5 ? 1e-30 : 1e-6, what, i);
         }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -151,7 +131,7 @@ START_TEST(test_activation_gradients_at_extremes) {
                 if (k != 1 && k != 3) want += activation_slope(k, x[i * NX + j]);
         expect_close(gb[j], want / (B * NX), 1e-5, 1e-8, "grad b", j);
     }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -236,7 +216,7 @@ START_TEST(test_binary_cross_entropy_gradient_at_extremes) {
         for (int i = 0; i < B; i++) want += sigmoid(x[i * 4 + j]) - t[i * 4 + j];
         expect_close(gb[j], want / (B * 4), 1e-5, 1e-9, "grad b", j);
     }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -299,7 +279,7 @@ START_TEST(test_cross_entropy_targets_gradient) {
         }
         expect_close(gb[j], want / B, 0, 1e-4, "grad b", j);
     }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -362,7 +342,7 @@ START_TEST(test_multi_hot_values) {
             for (int j = 0; j < 4; j++) in |= sets[k][j] == y[i];
             ck_assert_msg(m[i * 4 + k] == (float)in, "label %d, set %d: %g", y[i], k, m[i * 4 + k]);
         }
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 

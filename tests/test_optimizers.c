@@ -12,6 +12,7 @@
 #include "support/util.h"
 
 #include "check_main.h"
+#include "compiled.h"
 #include <math.h>
 #include <string.h>
 
@@ -28,12 +29,6 @@ static const char *linear_model = "model lin\n"
                                   "param b : f32[2]\n"
                                   "output y = x @ W + b\n"
                                   "loss mse(y, t)\n";
-
-typedef struct Compiled {
-    Arena arena;
-    Module *m;
-    Session *s;
-} Compiled;
 
 /* The linear model trained by `train` (a train statement), built step by
  * step so that the param named `frozen` (or none, if NULL) can be marked
@@ -56,15 +51,7 @@ static void compile(Compiled *c, const char *train, const char *frozen) {
         c->m->model->nodes[p].flags |= NF_FROZEN;
     }
     ck_assert(run_pipeline(c->m, &d, NULL));
-    c->s = session_create(c->m, FN_BIT(FN_TRAIN) | FN_BIT(FN_INIT), false, &d);
-    ck_assert_ptr_nonnull(c->s);
-    ck_assert(session_reserve(c->s, N_EX));
-    session_init(c->s, 1);
-}
-
-static void release(Compiled *c) {
-    session_destroy(c->s);
-    arena_free_all(&c->arena);
+    compiled_start(c, FN_BIT(FN_TRAIN), false, N_EX);
 }
 
 static float *slot(Compiled *c, const char *name) {
@@ -212,7 +199,7 @@ static void run_steps(const char *train, const char *frozen, Hand *h, const Expe
     }
     ck_assert_float_eq(*slot(&c, "opt.step"), STEPS);
     if (frozen) ck_assert_mem_eq(W, frozen_W, sizeof frozen_W);
-    release(&c);
+    compiled_release(&c);
 }
 
 static const Expect params_only = {.clipped = -1};
@@ -341,7 +328,7 @@ START_TEST(test_frozen_parameter_unchanged) {
     ck_assert_ptr_null(session_slot(c.s, "W.adam_m"));
     ck_assert_ptr_null(session_slot(c.s, "W.adam_v"));
     ck_assert_ptr_nonnull(session_slot(c.s, "b.adam_m"));
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -363,7 +350,7 @@ START_TEST(test_parameter_without_gradient_is_not_decayed) {
     session_run(c.s, FN_TRAIN, (void *[]){x, t}, N_EX);
     ck_assert_float_eq(slot(&c, "u")[0], 1);
     ck_assert_float_eq(slot(&c, "u")[1], 1);
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
@@ -379,12 +366,12 @@ START_TEST(test_hyper_parameter_slots) {
     ck_assert_float_eq(*slot(&c, "opt.clip_norm"), 2.5f);
     for (int i = 0; i < c.m->nslots; i++)
         if (strstr(c.m->slots[i].name, ".rms")) ck_assert(c.m->slots[i].flags & NF_OPT_STATE);
-    release(&c);
+    compiled_release(&c);
     compile(&c, "train sgd(lr=0.1)", NULL);
     ck_assert_ptr_null(session_slot(c.s, "opt.weight_decay"));
     ck_assert_ptr_null(session_slot(c.s, "opt.clip_norm"));
     ck_assert_ptr_null(session_slot(c.s, "W.velocity"));
-    release(&c);
+    compiled_release(&c);
 }
 END_TEST
 
