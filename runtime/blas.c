@@ -51,10 +51,9 @@ void nnrt_sgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_
                         float beta, float *c, int64_t ldc, int64_t sc) {
     if (count <= 0 && sc == 0) scale_f32(c, m, n, ldc, beta);
 #ifdef NNRT_SGEMM_AVX512
-    if (count > 0 && m > 0 && n > 0 && k > 0 && use_avx512()) {
-        nnrt_sgemm_avx512_batched(count, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc);
+    if (use_avx512() && nnrt_sgemm_avx512_batched(count, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c,
+                                                  ldc, sc))
         return;
-    }
 #endif
     /* With one shared c, every product after the first adds to it. */
     for (int64_t i = 0; i < count; i++)

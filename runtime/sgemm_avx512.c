@@ -311,32 +311,26 @@ void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, 
         nnrt_parallel_for(units, product_range, &s);
 }
 
-void nnrt_sgemm_avx512_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
+bool nnrt_sgemm_avx512_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
                                const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb,
                                float beta, float *c, int64_t ldc, int64_t sc) {
-    if (m <= 0 || n <= 0 || k <= 0 || count <= 0) return;
     bool summed = sc == 0 && count > 1;
-    if (dot_suits(ta, tb, m, n, k, summed)) {
-        /* A summed batch goes in groups of products whose operands fit in
-         * the core's second-level cache together, since every tile of C
-         * reads them all again; each group's sums add into C. */
-        int64_t bytes = (int64_t)sizeof(float) * (m * lda + n * ldb);
-        int64_t group = summed ? DOT_GROUP_BYTES / (bytes > 0 ? bytes : 1) : 1;
-        group = group < 1 ? 1 : group > count ? count : group;
-        DotProduct p = {group, m, n, k, alpha, beta, a, lda, sa, b, ldb, sb, c, ldc};
-        for (int64_t s = 0; s < count; s += group) {
-            p.count = count - s < group ? count - s : group;
-            dot_product(&p);
-            p.a += group * sa, p.b += group * sb;
-            if (summed) p.beta = 1;
-            else p.c += sc;
-        }
-        return;
+    if (m <= 0 || n <= 0 || k <= 0 || count <= 0 || !dot_suits(ta, tb, m, n, k, summed)) return false;
+    /* A summed batch goes in groups of products whose operands fit in
+     * the core's second-level cache together, since every tile of C
+     * reads them all again; each group's sums add into C. */
+    int64_t bytes = (int64_t)sizeof(float) * (m * lda + n * ldb);
+    int64_t group = summed ? DOT_GROUP_BYTES / (bytes > 0 ? bytes : 1) : 1;
+    group = group < 1 ? 1 : group > count ? count : group;
+    DotProduct p = {group, m, n, k, alpha, beta, a, lda, sa, b, ldb, sb, c, ldc};
+    for (int64_t s = 0; s < count; s += group) {
+        p.count = count - s < group ? count - s : group;
+        dot_product(&p);
+        p.a += group * sa, p.b += group * sb;
+        if (summed) p.beta = 1;
+        else p.c += sc;
     }
-    /* With one shared c, every product after the first adds to it. */
-    for (int64_t s = 0; s < count; s++)
-        nnrt_sgemm_avx512(ta, tb, m, n, k, alpha, a + s * sa, lda, b + s * sb, ldb, s > 0 && sc == 0 ? 1 : beta,
-                          c + s * sc, ldc);
+    return true;
 }
 
 #endif

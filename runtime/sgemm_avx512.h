@@ -15,8 +15,10 @@ bool nnrt_sgemm_avx512_available(void);
 
 void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                        int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-/* As nnrt_sgemm_batched (k >= 1, count >= 1). */
-void nnrt_sgemm_avx512_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
+/* As nnrt_sgemm_batched, where the batch suits the kernel that sums dot
+ * products across it (op(B) = B^T, a long k); false, having done nothing,
+ * where it doesn't: then each product goes to nnrt_sgemm on its own. */
+bool nnrt_sgemm_avx512_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
                                const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb,
                                float beta, float *c, int64_t ldc, int64_t sc);
 #endif
