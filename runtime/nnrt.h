@@ -7,6 +7,7 @@
 #ifndef NNRT_H
 #define NNRT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 void nnrt_sgemm(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
@@ -33,10 +34,20 @@ void nnrt_profile_reset(int64_t kernels);
 void nnrt_profile_tick(int64_t kernel);
 const double *nnrt_profile_seconds(void);
 
-/* Threads for the runtime's parallel work and for OpenBLAS (n <= 0 keeps
- * the default: every core), and the count in effect. */
+/* Threads for the runtime's parallel work and for OpenBLAS. n >= 1 fixes
+ * the count (--threads N): nnrt_use_threads no longer changes it. n <= 0
+ * lifts that: the count is every core until nnrt_use_threads picks one. */
 void nnrt_set_threads(int n);
+/* A count chosen for the calls to come (cli/thread_choice.c measures which
+ * is fastest); ignored while nnrt_set_threads has fixed one. */
+void nnrt_use_threads(int n);
+bool nnrt_threads_fixed(void);
+/* The count in effect, and the cores this process may run on. */
 int nnrt_threads(void);
+int nnrt_cores(void);
+/* How many regions have run on more than one thread (for tests that must
+ * know a program really ran in parallel). */
+uint64_t nnrt_parallel_regions(void);
 
 /* Runs fn(ctx, lo, hi) over disjoint ranges that cover [0, n), on the
  * runtime's threads (runtime/pool.c), and returns when all are done. */

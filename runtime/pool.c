@@ -12,7 +12,14 @@
  *
  * A region started while another is running (from a worker, or from a
  * second thread of the program calling a model at the same time) runs on
- * its caller alone, which is correct, only not parallel. */
+ * its caller alone, which is correct, only not parallel.
+ *
+ * The thread count can change between regions: the caller fixes it
+ * (nnrt_set_threads, the --threads option) or lets the driver pick one per
+ * program and batch size (nnrt_use_threads, cli/thread_choice.c). Workers
+ * beyond the count sleep until it grows again, so a lowered count leaves
+ * their cores free rather than spinning on them. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "runtime/nnrt.h"
 
 #include <pthread.h>
@@ -39,8 +46,12 @@ typedef struct Region {
 } Region;
 
 static struct {
-    int threads; /* wanted, the caller included; 0 until set or first used */
+    atomic_int threads; /* wanted, the caller included; 0 until set or first used */
+    bool fixed;  /* set by nnrt_set_threads: nnrt_use_threads leaves it */
+    int blas;    /* the count OpenBLAS was last given (0: never, its own default) */
     int started; /* workers running */
+    atomic_int helpers;  /* workers that take part in regions: threads - 1 */
+    uint64_t regions;    /* regions run on more than one thread */
     Region region;
     /* Chunks are claimed from `claim`: the region's generation in the high
      * half, the next chunk in the low half. A thread holding a claimed chunk
@@ -51,8 +62,10 @@ static struct {
     atomic_uint generation; /* bumped when a region starts */
     atomic_flag busy;       /* a region is running */
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-} pool = {.busy = ATOMIC_FLAG_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+    pthread_cond_t wake; /* a region started */
+    pthread_cond_t more; /* the count grew: idle workers may be needed */
+} pool = {.busy = ATOMIC_FLAG_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+          .more = PTHREAD_COND_INITIALIZER};
 
 static _Thread_local bool inside_region;
 
@@ -74,10 +87,25 @@ static void run_chunks(unsigned gen) {
     }
 }
 
+/* Worker `index` (0 for the first) takes part while index < helpers. */
+static bool needed(int index) { return index < atomic_load_explicit(&pool.helpers, memory_order_relaxed); }
+
+/* arg: the worker's index in the high half, the generation when it was
+ * created in the low half (so it joins the region about to start). */
 static void *worker_main(void *arg) {
-    unsigned seen = (unsigned)(uintptr_t)arg;
+    int index = (int)((uintptr_t)arg >> 32);
+    unsigned seen = (unsigned)((uintptr_t)arg & 0xFFFFFFFFu);
     inside_region = true; /* a worker's own regions run serially */
     for (;;) {
+        if (!needed(index)) {
+            pthread_mutex_lock(&pool.lock);
+            while (!needed(index)) pthread_cond_wait(&pool.more, &pool.lock);
+            seen = atomic_load_explicit(&pool.generation, memory_order_acquire);
+            pthread_mutex_unlock(&pool.lock);
+        }
+        /* a worker the count no longer needs spins out its time too, so
+         * that a count lowered and raised again soon (as while choosing
+         * one) finds it awake */
         unsigned gen = atomic_load_explicit(&pool.generation, memory_order_acquire);
         for (int spin = 0; gen == seen && spin < SPIN_ROUNDS; spin++) {
             CPU_RELAX();
@@ -85,38 +113,77 @@ static void *worker_main(void *arg) {
         }
         if (gen == seen) {
             pthread_mutex_lock(&pool.lock);
-            while ((gen = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen)
+            while ((gen = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen && needed(index))
                 pthread_cond_wait(&pool.wake, &pool.lock);
             pthread_mutex_unlock(&pool.lock);
         }
         seen = gen;
-        run_chunks(gen);
+        if (needed(index)) run_chunks(gen);
     }
     return NULL;
 }
 
-static int cores(void) {
+/* The cores this process may run on (taskset, a container's CPU set), or
+ * the machine's; counted once. */
+int nnrt_cores(void) {
+    static atomic_int known;
+    int cores = atomic_load_explicit(&known, memory_order_relaxed);
+    if (cores) return cores;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+    cores = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+    atomic_store_explicit(&known, cores, memory_order_relaxed);
+    return cores;
+}
+
+/* Makes n (clamped) the count of the regions to come, OpenBLAS's too. */
+static void change_threads(int n) {
+    n = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
+    if (pool.blas != n) {
+        nnrt_blas_threads(n);
+        pool.blas = n;
+    }
+    if (atomic_load_explicit(&pool.threads, memory_order_relaxed) == n) return;
+    pthread_mutex_lock(&pool.lock);
+    atomic_store_explicit(&pool.threads, n, memory_order_relaxed);
+    atomic_store_explicit(&pool.helpers, n - 1, memory_order_relaxed);
+    /* workers asleep for a lower count, and those waiting for a region
+     * (which go to sleep until the count needs them), look at it again */
+    pthread_cond_broadcast(&pool.more);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
 }
 
 void nnrt_set_threads(int n) {
-    if (n <= 0) return;
-    pool.threads = n > MAX_THREADS ? MAX_THREADS : n;
-    nnrt_blas_threads(pool.threads);
+    pool.fixed = n > 0;
+    change_threads(n > 0 ? n : nnrt_cores());
 }
 
-int nnrt_threads(void) {
-    if (pool.threads == 0) pool.threads = cores();
-    return pool.threads;
+void nnrt_use_threads(int n) {
+    if (!pool.fixed && n > 0) change_threads(n);
 }
+
+bool nnrt_threads_fixed(void) { return pool.fixed; }
+
+int nnrt_threads(void) {
+    int n = atomic_load_explicit(&pool.threads, memory_order_relaxed);
+    if (n) return n;
+    /* first use: every core (a lost race stores the same) */
+    n = nnrt_cores();
+    atomic_store_explicit(&pool.helpers, n - 1, memory_order_relaxed);
+    atomic_store_explicit(&pool.threads, n, memory_order_relaxed);
+    return n;
+}
+
+uint64_t nnrt_parallel_regions(void) { return pool.regions; }
 
 /* Starts workers up to the wanted count (called with `busy` held). */
 static void start_workers(int wanted) {
     while (pool.started < wanted - 1) {
         pthread_t t;
-        uintptr_t gen = atomic_load(&pool.generation);
-        if (pthread_create(&t, NULL, worker_main, (void *)gen)) break;
+        uintptr_t arg = (uintptr_t)pool.started << 32 | atomic_load(&pool.generation);
+        if (pthread_create(&t, NULL, worker_main, (void *)arg)) break;
         pthread_detach(t);
         pool.started++;
     }
@@ -131,7 +198,9 @@ void nnrt_parallel_for(int64_t n, NnrtRangeFn fn, void *ctx) {
         return;
     }
     start_workers(threads);
-    int64_t chunks = (int64_t)(pool.started + 1) * CHUNKS_PER_THREAD;
+    int helpers = pool.started < threads - 1 ? pool.started : threads - 1;
+    int64_t chunks = (int64_t)(helpers + 1) * CHUNKS_PER_THREAD;
+    pool.regions++;
     pool.region = (Region){fn, ctx, n, chunks < n ? chunks : n};
     atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
     pthread_mutex_lock(&pool.lock);

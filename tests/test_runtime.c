@@ -315,6 +315,36 @@ START_TEST(test_parallel_for_covers_once) {
 }
 END_TEST
 
+/* The count changes between regions, up and down (workers a lower count
+ * does not need sleep, and wake when it grows): every region still covers
+ * its range once, and runs in parallel exactly when the count is above 1. */
+START_TEST(test_parallel_for_at_changing_counts) {
+    static const int counts[] = {4, 1, 3, 2, 1, 4, 2, 3, 1, 2};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        nnrt_set_threads(counts[i]);
+        ck_assert_int_eq(nnrt_threads(), counts[i]);
+        for (int round = 0; round < 50; round++) {
+            _Atomic int64_t sum = 0;
+            uint64_t before = nnrt_parallel_regions();
+            nnrt_parallel_for(1000, add_indices, &sum);
+            ck_assert_int_eq(sum, 1000 * 1001 / 2);
+            ck_assert_int_eq(nnrt_parallel_regions() - before, counts[i] > 1);
+        }
+    }
+    /* a fixed count holds against the automatic choice; 0 lifts it */
+    nnrt_set_threads(2);
+    nnrt_use_threads(1);
+    ck_assert_int_eq(nnrt_threads(), 2);
+    ck_assert(nnrt_threads_fixed());
+    nnrt_set_threads(0);
+    ck_assert(!nnrt_threads_fixed());
+    ck_assert_int_eq(nnrt_threads(), nnrt_cores());
+    nnrt_use_threads(3);
+    ck_assert_int_eq(nnrt_threads(), 3);
+    nnrt_set_threads(2);
+}
+END_TEST
+
 /* A 3x4 image with distinct values, flipped and shifted by hand. */
 START_TEST(test_augment_geometry) {
     float img[12], scratch[12];
@@ -398,6 +428,7 @@ int main(void) {
     tcase_add_test(kernels, test_sgemm_shapes);
     tcase_add_test(kernels, test_sgemm_batched_shapes);
     tcase_add_test(kernels, test_parallel_for_covers_once);
+    tcase_add_test(kernels, test_parallel_for_at_changing_counts);
     tcase_set_timeout(kernels, 60);
     suite_add_tcase(s, kernels);
     return run_suite(s);
