@@ -10,7 +10,12 @@
  * take in turn, as training takes a stream of batches. Each figure is the
  * median of --repeat timed runs, after a warm-up, with the floating-point
  * operations of its matrix products (gemm kernels) beside it. --json writes
- * one object for scripts (bench/compare.py); --only measures some figures. */
+ * one object for scripts (bench/compare.py); --only measures some figures.
+ *
+ * Without --threads, each figure runs on the thread count the session
+ * chooses for its program and batch (threads.c), chosen before its warm-up,
+ * so the timed calls all run on it; the counts and what choosing took are
+ * reported. */
 #include "cli/commands.h"
 #include "cli/driver.h"
 #include "runtime/nnrt.h"
@@ -32,7 +37,8 @@ void usage_bench(FILE *out) {
           "\n"
           "  --batch N        training batch (default: the train statement's)\n"
           "  --big N          the large inference batch (default 1024)\n"
-          "  --threads N      threads (default: every core)\n"
+          "  --threads N      threads (default: the fastest count for each figure, chosen\n"
+          "                   by timing a few calls at 1, 2, 4, ... threads and every core)\n"
           "  --repeat N       timed runs per figure; the median is reported (default 5)\n"
           "  --time S         seconds each timed run lasts at least (default 0.2)\n"
           "  --batches N      different random batches the calls take in turn (default 1;\n"
@@ -147,17 +153,22 @@ static double time_calls(Session *s, FnKind k, Batches b, int64_t batch, const B
     return median;
 }
 
-/* One figure: seconds per call, the batches it took, its gemm FLOPs per call. */
+/* One figure: seconds per call, the batches it took, its gemm FLOPs per
+ * call, the threads it ran on and their choice (NULL with --threads). */
 typedef struct Figure {
     bool measured;
     double seconds, flops;
     int64_t batch, batches;
+    int threads;
+    const ThreadChoice *choice;
 } Figure;
 
 static Figure measure(Session *s, FnKind k, int64_t batch, uint64_t key, int64_t classes, const BenchOptions *o) {
     Figure f = {.measured = true, .batch = batch};
     f.batches = batch_count(s->prog[k], batch, o->batches);
     Batches b = make_batches(s->prog[k], batch, f.batches, key, classes);
+    f.choice = session_choose_threads(s, k, b.args[0], batch);
+    f.threads = f.choice ? f.choice->threads : nnrt_threads();
     f.seconds = time_calls(s, k, b, batch, o);
     free_batches(s->prog[k], b);
     f.flops = kprog_gemm_flops(s->prog[k], batch);
@@ -174,6 +185,44 @@ static void json_number(const char *key, bool known, double v, const char *fmt) 
 static void print_gemm_rate(const Figure *f) {
     if (f->flops > 0) printf("  (%.3g MFLOP of gemm a call, %.1f GFLOP/s)", f->flops / 1e6, f->flops / f->seconds / 1e9);
     printf("\n");
+}
+
+/* "train_threads": N and "train_threads_timed_us": {"1": us, ...} (null
+ * where the figure was not measured or --threads fixed the count). */
+static void json_threads(const char *figure, const Figure *f) {
+    char key[64];
+    snprintf(key, sizeof key, "%s_threads", figure);
+    json_number(key, f->measured, f->threads, "%.0f");
+    printf(", \"%s_threads_timed_us\": ", figure);
+    if (!f->choice || !f->choice->choose_seconds) {
+        fputs("null", stdout);
+        return;
+    }
+    for (int i = 0; i < f->choice->ncandidates; i++)
+        printf("%s\"%d\": %.4f", i ? ", " : "{", f->choice->candidates[i], f->choice->candidate_seconds[i] * 1e6);
+    putchar('}');
+}
+
+/* "  threads         train 1, forward 1: 1, forward 1024: 2  (the fastest of 1 and 2; choosing took 24 ms)" */
+static void print_threads(const Figure *const *figs, const char *const *names, int n) {
+    printf("  threads        ");
+    int first = -1;
+    double took = 0;
+    for (int i = 0; i < n; i++) {
+        if (!figs[i]->measured) continue;
+        printf("%s %s %d", first < 0 ? "" : ",", names[i], figs[i]->threads);
+        if (first < 0) first = i;
+        if (figs[i]->choice) took += figs[i]->choice->choose_seconds;
+    }
+    const ThreadChoice *c = first >= 0 ? figs[first]->choice : NULL;
+    if (!c) {
+        printf("  (--threads)\n");
+        return;
+    }
+    printf("  (the fastest of");
+    for (int i = 0; i < c->ncandidates; i++)
+        printf("%s %d", i == 0 ? "" : i == c->ncandidates - 1 ? " and" : ",", c->candidates[i]);
+    printf("; choosing took %.0f ms)\n", took * 1e3);
 }
 
 /* The classes of the model's label target, so random labels are in range. */
@@ -225,9 +274,14 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     double ws_mb = (double)ws * 4 / 1e6, peak_mb = (double)ru.ru_maxrss / 1e3;
     double compile_ms = (parse_seconds + s->compile_seconds) * 1e3;
     if (o->json) {
-        printf("{\"model\": \"%s\", \"threads\": %d, \"batch\": %lld, \"big_batch\": %lld, \"compile_ms\": %.1f, "
-               "\"parse_ms\": %.2f",
-               m->name, o->threads, (long long)batch, (long long)o->big, compile_ms, parse_seconds * 1e3);
+        printf("{\"model\": \"%s\", \"threads\": ", m->name);
+        if (o->threads) printf("%d", o->threads);
+        else fputs("null", stdout);
+        printf(", \"batch\": %lld, \"big_batch\": %lld, \"compile_ms\": %.1f, \"parse_ms\": %.2f", (long long)batch,
+               (long long)o->big, compile_ms, parse_seconds * 1e3);
+        json_threads("train", &tr);
+        json_threads("forward1", &f1);
+        json_threads("forward_big", &fb);
         json_number("train_samples_per_s", tr.measured, (double)batch / tr.seconds, "%.1f");
         json_number("train_step_us", tr.measured, tr.seconds * 1e6, "%.3f");
         json_number("forward1_us", f1.measured, f1.seconds * 1e6, "%.4f");
@@ -242,6 +296,9 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     } else {
         printf("%s\n", m->name);
         printf("  compile         %.0f ms (parse and passes %.1f ms)\n", compile_ms, parse_seconds * 1e3);
+        char big_name[32];
+        snprintf(big_name, sizeof big_name, "forward %lld:", (long long)o->big);
+        print_threads((const Figure *[]){&tr, &f1, &fb}, (const char *[]){"train:", "forward 1:", big_name}, 3);
         if (tr.measured) {
             printf("  train step      %.0f samples/s  (%.1f us per step of %lld)", (double)batch / tr.seconds,
                    tr.seconds * 1e6, (long long)batch);
@@ -312,6 +369,8 @@ static int profile(Module *m, const BenchOptions *o) {
     const KProgram *p = s->prog[fn];
     Batches b = make_batches(p, batch, 1, 11, model_classes(m));
     void **args = b.args[0];
+    /* the thread count first: its timed calls must not reach the profile */
+    const ThreadChoice *choice = session_choose_threads(s, fn, args, batch);
     for (int i = 0; i < 3; i++) session_run(s, fn, args, batch);
     nnrt_profile_reset(p->nkernels);
     int64_t steps = 0;
@@ -327,8 +386,9 @@ static int profile(Module *m, const BenchOptions *o) {
         total += kt[k].seconds;
     }
     qsort(kt, (size_t)p->nkernels, sizeof *kt, slower_first);
-    printf("%s: %s at batch %lld, %.1f us in %d kernels (timing adds about 0.05 us per kernel)\n", m->name,
-           p->name, (long long)batch, total * 1e6, p->nkernels);
+    printf("%s: %s at batch %lld on %d thread%s, %.1f us in %d kernels (timing adds about 0.05 us per kernel)\n",
+           m->name, p->name, (long long)batch, choice ? choice->threads : nnrt_threads(),
+           (choice ? choice->threads : nnrt_threads()) == 1 ? "" : "s", total * 1e6, p->nkernels);
     printf("  %9s %6s  %-5s %s\n", "us", "share", "kind", "kernel");
     for (int k = 0; k < p->nkernels; k++) {
         const Kernel *kn = kt[k].k;

@@ -113,7 +113,8 @@ void usage_repl(FILE *out) {
           "from standard input ('nnc repl model.nn < session.txt').\n"
           "\n"
           "  --seed N             seed of initialisation, shuffling and dropout (default 1)\n"
-          "  --threads N          threads for matrix products (default: all cores)\n"
+          "  --threads N          threads for matrix products (default: the fastest count for\n"
+          "                       each program and batch size, found by timing a few calls)\n"
           "  --strict             stop at the first command that fails, with exit status 1\n"
           COMPILE_HELP
           "                       (the REPL edits the state in place, on the CPU: not --device cuda)\n"

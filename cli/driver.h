@@ -62,6 +62,22 @@ typedef double (*NncFn64)(double *state, void **args, int64_t batch, void *ws, u
 
 typedef struct CudaSession CudaSession;
 
+/* The thread count for one program at one batch size (threads.c), chosen
+ * by timing it at each candidate count. */
+enum { MAX_THREAD_CANDIDATES = 8, MAX_THREAD_CHOICES = 16 };
+typedef struct ThreadChoice {
+    FnKind k;
+    const char *program; /* its name: "train_step", ... */
+    int64_t batch;
+    int threads;       /* the fastest count; 0 until chosen */
+    int64_t calls;     /* calls before the choice, and their time (the first call left out) */
+    double seconds;
+    double choose_seconds; /* what choosing took */
+    int ncandidates;
+    int candidates[MAX_THREAD_CANDIDATES];
+    double candidate_seconds[MAX_THREAD_CANDIDATES]; /* per call: the best of the timed runs */
+} ThreadChoice;
+
 typedef struct Session {
     Module *m;
     CudaSession *dev;  /* --device cuda: the programs run there (session_cuda.c) */
@@ -73,6 +89,8 @@ typedef struct Session {
     void *workspace;   /* large enough for `ws_batch` in every program */
     int64_t ws_batch;
     double compile_seconds;
+    ThreadChoice choices[MAX_THREAD_CHOICES]; /* unless --threads fixed the count */
+    int nchoices;
 } Session;
 
 /* JIT-compiles the programs in `which` (FN_BIT mask). On failure reports
@@ -89,8 +107,13 @@ void session_init(Session *s, uint64_t seed);
 bool session_reserve(Session *s, int64_t batch);
 
 /* Runs program `k` on `args` (in KProgram.args order); returns its result
- * (the loss, or 0). The batch must not exceed the reserved size. */
+ * (the loss, or 0). The batch must not exceed the reserved size. Unless
+ * the thread count is fixed (--threads), it runs on the count threads.c
+ * chose for k at this batch size. */
 double session_run(Session *s, FnKind k, void **args, int64_t batch);
+/* Program k called on `state` (the session's or a copy), on the threads in
+ * effect: what session_run does once it has set them. */
+double session_call(Session *s, FnKind k, void *state, void **args, int64_t batch);
 
 /* On a device the device's copy of the state is the one the programs use:
  * session_from_device brings s->state up to date before the host reads it,
@@ -114,6 +137,27 @@ bool session_load_pretrained(Session *s, bool quiet, Diag *d);
 
 /* The module's state as a table for the checkpoint code. */
 struct NnrtTensor *module_tensor_table(const Module *m);
+
+/* ---- threads.c: the thread count of each program and batch size ----------------------------
+ *
+ * Without --threads, a session picks the count for each program at each
+ * batch size by timing it: the first calls run on every core, as many as
+ * make choosing cost a small part of the time spent in them (or at once,
+ * session_choose_threads); then a few calls on a copy of the state at 1, 2,
+ * 4, ... threads and every core, and the fastest count is kept. Results do
+ * not depend on the count (the products split into whole rows or columns),
+ * so the choice changes only the time. */
+
+/* session_run's work without a fixed count: sets the count for (k, batch),
+ * choosing it when its time has come, then calls k. */
+double threads_run(Session *s, FnKind k, void **args, int64_t batch);
+/* Chooses the count for (k, batch) now, timing calls on `args` (on a copy of
+ * the state: the session's state is untouched). Returns the choice, or NULL
+ * where the count is fixed, the program runs on a device, or the session
+ * already holds MAX_THREAD_CHOICES choices. */
+const ThreadChoice *session_choose_threads(Session *s, FnKind k, void **args, int64_t batch);
+/* The choice made for (k, batch), or NULL if there is none (yet). */
+const ThreadChoice *session_thread_choice(const Session *s, FnKind k, int64_t batch);
 
 /* ---- session_cuda.c (NNC_CUDA builds): the device side of a session ------------------------- */
 bool cuda_session_create(Session *s, bool tf32, Diag *d);
@@ -163,6 +207,9 @@ void data_batch(const Task *t, const RtDataset *ds, const int64_t *idx, int64_t 
 
 /* ---- trainer.c: the training loop ----------------------------------------------------------- */
 #include "cli/progress.h"
+
+/* The counts s's programs ran on, for the reports of a run (threads.c). */
+void session_threads_report(const Session *s, ThreadsReport *r);
 
 typedef struct TrainConfig {
     uint64_t seed;

@@ -99,9 +99,39 @@ void progress_epoch(Progress *p, const EpochStats *s) {
     fflush(stdout);
 }
 
+void progress_print_threads(const ThreadsReport *t) {
+    if (!t->n) {
+        printf("threads: %d, every core (too few calls to be worth timing others)\n", t->cores);
+        return;
+    }
+    printf("threads:");
+    for (int i = 0; i < t->n; i++)
+        printf("%s %s at batch %lld on %d", i ? "," : "", t->program[i], (long long)t->batch[i], t->threads[i]);
+    printf(" (the fastest, timed in %.0f ms; other calls on all %d cores)\n", t->choose_seconds * 1e3, t->cores);
+}
+
+/* "threads": {"fixed": N} or {"chosen": [{"program", "batch", "threads"}...], "choose_ms"}. */
+static void add_threads(cJSON *o, const ThreadsReport *t) {
+    cJSON *th = cJSON_AddObjectToObject(o, "threads");
+    if (t->fixed) {
+        cJSON_AddNumberToObject(th, "fixed", t->fixed);
+        return;
+    }
+    cJSON_AddNumberToObject(th, "cores", t->cores);
+    cJSON *list = cJSON_AddArrayToObject(th, "chosen");
+    for (int i = 0; i < t->n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "program", t->program[i]);
+        cJSON_AddNumberToObject(c, "batch", (double)t->batch[i]);
+        cJSON_AddNumberToObject(c, "threads", t->threads[i]);
+        cJSON_AddItemToArray(list, c);
+    }
+    cJSON_AddNumberToObject(th, "choose_ms", t->choose_seconds * 1e3);
+}
+
 void progress_result_json(const char *test_set, double loss, double accuracy, int nmetrics,
                           const char *const *metric_names, const double *metrics, int64_t examples,
-                          int64_t epochs, int64_t best_epoch, double seconds) {
+                          int64_t epochs, int64_t best_epoch, double seconds, const ThreadsReport *threads) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "result");
     cJSON_AddStringToObject(o, "test_set", test_set);
@@ -112,6 +142,7 @@ void progress_result_json(const char *test_set, double loss, double accuracy, in
     cJSON_AddNumberToObject(o, "epochs", (double)epochs);
     if (best_epoch > 0) cJSON_AddNumberToObject(o, "best_epoch", (double)best_epoch);
     cJSON_AddNumberToObject(o, "seconds", seconds);
+    add_threads(o, threads);
     print_json(o);
     fflush(stdout);
 }

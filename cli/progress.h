@@ -55,9 +55,25 @@ void progress_epoch(Progress *p, const EpochStats *s);
 void progress_print_scores(const char *set, double loss, double accuracy, int nmetrics,
                            const char *const *metric_names, const double *metrics);
 
+/* The thread counts a run's programs ran on: fixed by --threads, or chosen
+ * for each program and batch size (session_threads_report, threads.c). */
+enum { THREADS_REPORTED = 16 };
+typedef struct ThreadsReport {
+    int fixed;   /* --threads N, or 0 */
+    int cores;   /* what programs ran on before (or without) a choice */
+    int n;       /* choices made */
+    const char *program[THREADS_REPORTED];
+    int64_t batch[THREADS_REPORTED];
+    int threads[THREADS_REPORTED];
+    double choose_seconds; /* the time all the choices took */
+} ThreadsReport;
+
+/* "threads: ..." on a line of its own: the counts chosen (not for --threads). */
+void progress_print_threads(const ThreadsReport *t);
+
 /* The final JSON object (--json): test scores and what training did. */
 void progress_result_json(const char *test_set, double loss, double accuracy, int nmetrics,
                           const char *const *metric_names, const double *metrics, int64_t examples,
-                          int64_t epochs, int64_t best_epoch, double seconds);
+                          int64_t epochs, int64_t best_epoch, double seconds, const ThreadsReport *threads);
 
 #endif

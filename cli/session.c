@@ -2,6 +2,7 @@
  * LLVM module, the model state, and one workspace arena. */
 #include "cli/driver.h"
 #include "runtime/checkpoint.h"
+#include "runtime/nnrt.h"
 #include "support/util.h"
 
 #include <stdlib.h>
@@ -96,8 +97,13 @@ double session_run(Session *s, FnKind k, void **args, int64_t batch) {
 #ifdef NNC_HAVE_CUDA
     if (s->dev) return cuda_session_run(s, k, args, batch, 0);
 #endif
-    if (s->f64) return ((NncFn64)s->fn[k])(s->state, args, batch, s->workspace, 0);
-    return ((NncFn32)s->fn[k])(s->state, args, batch, s->workspace, 0);
+    if (!nnrt_threads_fixed()) return threads_run(s, k, args, batch);
+    return session_call(s, k, s->state, args, batch);
+}
+
+double session_call(Session *s, FnKind k, void *state, void **args, int64_t batch) {
+    if (s->f64) return ((NncFn64)s->fn[k])(state, args, batch, s->workspace, 0);
+    return ((NncFn32)s->fn[k])(state, args, batch, s->workspace, 0);
 }
 
 void session_init(Session *s, uint64_t seed) {

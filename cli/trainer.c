@@ -374,15 +374,18 @@ static int run(Trainer *L, Report *R, const TrainConfig *c, Data *data, TrainRes
     r->test_loss = t.loss;
     r->test_accuracy = t.accuracy;
     r->seconds = now_seconds() - t_start;
+    ThreadsReport threads;
+    session_threads_report(s, &threads);
     if (!c->quiet && R->progress.style == REPORT_JSON)
         progress_result_json(test == train ? "train" : "test", t.loss, t.accuracy, L->nmetrics, L->metric_names,
-                             L->metrics, test->n, r->epochs, r->best_epoch, r->seconds);
+                             L->metrics, test->n, r->epochs, r->best_epoch, r->seconds, &threads);
     else if (!c->quiet) {
         printf("%s", test == train ? "(no test set: scores on the training set)\n" : "");
         printf("test loss %.4f", t.loss);
         if (t.accuracy >= 0) printf("  test acc %.4f", t.accuracy);
         for (int k = 0; k < L->nmetrics; k++) printf("  test %s %.4f", L->metric_names[k], L->metrics[k]);
         printf("  (%lld examples; trained in %.1f s)\n", (long long)test->n, r->seconds);
+        if (R->lines && !threads.fixed) progress_print_threads(&threads);
     }
     /* the checkpoint first: a bad --plot path must not cost the trained state */
     if (c->save) {
