@@ -135,9 +135,12 @@ void abi_write_header(FILE *out, const AbiModel *a) {
                  " * No function allocates memory or keeps global state, so instances (states)\n"
                  " * and threads (workspaces) never interfere. Arrays are row-major; an input or\n"
                  " * output array holds `batch` examples one after the other. Arrays passed to\n"
-                 " * one call must not overlap.\n"
+                 " * one call must not overlap.%s\n"
                  " *\n",
-            n, n, n, n);
+            n, n, n, n,
+            a->threads ? arena_printf(&ar, "\n * The one exception: the count of threads the products run on\n"
+                                           " * (%s_set_threads), kept for the whole library.", n)
+                       : "");
     describe_args(out, &ar, a);
     fprintf(out, " */\n#ifndef %s_H\n#define %s_H\n\n#include <stddef.h>\n#include <stdint.h>\n\n", M, M);
     fprintf(out, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
@@ -196,6 +199,15 @@ void abi_write_header(FILE *out, const AbiModel *a) {
                     : "",
                 n, c_params(&ar, a->train));
     }
+    if (a->threads)
+        fprintf(out, "/* The threads this library's matrix products run on, for every instance and\n"
+                     " * every calling thread: n >= 1 sets the count, 0 goes back to the default,\n"
+                     " * every core the process may use. Returns the count in effect. Results do not\n"
+                     " * depend on it, only the time: a small model often runs fastest on one\n"
+                     " * thread, a large batch on every core; `nnc bench MODEL.nn --batch N` times\n"
+                     " * the model on this machine and reports the fastest count. Call it between\n"
+                     " * calls of the model, not from two threads at once. */\n"
+                     "int %s_set_threads(int n);\n\n", n);
     fprintf(out, "/* Checkpoints (safetensors, readable by PyTorch): 0 on success, -1 with a\n"
                  " * message in err (err may be NULL if errlen is 0). Saving writes a temporary\n"
                  " * file and renames\n"
@@ -275,6 +287,9 @@ void abi_write_glue(FILE *out, const AbiModel *a, AbiTarget target, const char *
                      "                         const char *path, char *err, size_t errlen);\n"
                      "int nnrt_checkpoint_load(float *state, const NnrtTensor *t, int n, int required, const char *path,\n"
                      "                         char *err, size_t errlen);\n\n");
+        if (a->threads)
+            fprintf(out, "/* The runtime's thread count (runtime/nnrt.h). */\n"
+                         "void nnrt_set_threads(int n);\nint nnrt_threads(void);\n\n");
         fprintf(out, "/* The compiled programs (LLVM object, hidden). */\n");
         const KProgram *progs[] = {a->forward, a->eval, a->train, a->init};
         for (int i = 0; i < 4; i++)
@@ -331,6 +346,9 @@ void abi_write_glue(FILE *out, const AbiModel *a, AbiTarget target, const char *
         write_program_call(out, &ar, m, a->train, "return ", "");
         fprintf(out, "}\n\n");
     }
+    if (a->threads && target == ABI_LIBRARY)
+        fprintf(out, "%sint %s_set_threads(int n) {\n    nnrt_set_threads(n > 0 ? n : 0);\n"
+                     "    return nnrt_threads();\n}\n\n", export, n);
     fprintf(out, "%sint %s_save(const float *state, const char *path, char *err, size_t errlen) {\n"
                  "    return %s(state, %s__io_tensors, %d, \"%s\", path, err, errlen);\n}\n\n",
             export, n, save_fn, n, m->nslots, n);

@@ -32,6 +32,7 @@ typedef struct AbiModel {
     const KProgram *forward, *eval, *train, *init;
     const char *source;    /* the .nn file it came from, for comments */
     const float *weights;  /* trained parameters to embed (ABI_C only), or NULL */
+    bool threads;          /* products run on the runtime's threads (library, object): MODEL_set_threads */
 } AbiModel;
 
 /* The name of program `p`'s internal function, e.g. "mnist_mlp__train_step". */

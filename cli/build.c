@@ -144,7 +144,7 @@ static void lower_all(Module *m, AbiModel *am) {
 
 static bool build_native(Module *m, const BuildOptions *o, Diag *d) {
     Arena *a = m->arena;
-    AbiModel am = {0};
+    AbiModel am = {.threads = true};
     lower_all(m, &am);
     const char *runtime = runtime_library(a, d);
     if (!runtime) return false;
