@@ -203,16 +203,22 @@ static void json_threads(const char *figure, const Figure *f) {
     putchar('}');
 }
 
-/* "  threads         train 1, forward 1: 1, forward 1024: 2  (the fastest of 1 and 2; choosing took 24 ms)" */
+/* What choosing the counts of the figures took. */
+static double choose_seconds(const Figure *const *figs, int n) {
+    double took = 0;
+    for (int i = 0; i < n; i++)
+        if (figs[i]->choice) took += figs[i]->choice->choose_seconds;
+    return took;
+}
+
+/* "  threads         train: 1, forward 1: 1, forward 1024: 2  (the fastest of 1 and 2; choosing took 24 ms)" */
 static void print_threads(const Figure *const *figs, const char *const *names, int n) {
     printf("  threads        ");
     int first = -1;
-    double took = 0;
     for (int i = 0; i < n; i++) {
         if (!figs[i]->measured) continue;
         printf("%s %s %d", first < 0 ? "" : ",", names[i], figs[i]->threads);
         if (first < 0) first = i;
-        if (figs[i]->choice) took += figs[i]->choice->choose_seconds;
     }
     const ThreadChoice *c = first >= 0 ? figs[first]->choice : NULL;
     if (!c) {
@@ -222,7 +228,7 @@ static void print_threads(const Figure *const *figs, const char *const *names, i
     printf("  (the fastest of");
     for (int i = 0; i < c->ncandidates; i++)
         printf("%s %d", i == 0 ? "" : i == c->ncandidates - 1 ? " and" : ",", c->candidates[i]);
-    printf("; choosing took %.0f ms)\n", took * 1e3);
+    printf("; choosing took %.0f ms)\n", choose_seconds(figs, n) * 1e3);
 }
 
 /* The classes of the model's label target, so random labels are in range. */
@@ -261,6 +267,7 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
     if (train) tr = measure(s, FN_TRAIN, batch, 11, classes, o);
     if (o->figures & FIG_FORWARD1) f1 = measure(s, FN_FORWARD, 1, 22, classes, o);
     if (o->figures & FIG_BIG) fb = measure(s, FN_FORWARD, o->big, 33, classes, o);
+    const Figure *figs[] = {&tr, &f1, &fb};
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -282,6 +289,7 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
         json_threads("train", &tr);
         json_threads("forward1", &f1);
         json_threads("forward_big", &fb);
+        printf(", \"threads_choose_ms\": %.1f", choose_seconds(figs, 3) * 1e3);
         json_number("train_samples_per_s", tr.measured, (double)batch / tr.seconds, "%.1f");
         json_number("train_step_us", tr.measured, tr.seconds * 1e6, "%.3f");
         json_number("forward1_us", f1.measured, f1.seconds * 1e6, "%.4f");
@@ -298,7 +306,7 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
         printf("  compile         %.0f ms (parse and passes %.1f ms)\n", compile_ms, parse_seconds * 1e3);
         char big_name[32];
         snprintf(big_name, sizeof big_name, "forward %lld:", (long long)o->big);
-        print_threads((const Figure *[]){&tr, &f1, &fb}, (const char *[]){"train:", "forward 1:", big_name}, 3);
+        print_threads(figs, (const char *[]){"train:", "forward 1:", big_name}, 3);
         if (tr.measured) {
             printf("  train step      %.0f samples/s  (%.1f us per step of %lld)", (double)batch / tr.seconds,
                    tr.seconds * 1e6, (long long)batch);

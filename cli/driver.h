@@ -72,7 +72,10 @@ typedef struct ThreadChoice {
     int threads;       /* the fastest count; 0 until chosen */
     int64_t calls;     /* calls before the choice, and their time (the first call left out) */
     double seconds;
-    double choose_seconds; /* what choosing took */
+    double choose_seconds; /* what choosing took, every time */
+    int choices;       /* times chosen */
+    int64_t since, rechoose; /* calls since the last choice; choose again after this many */
+    bool kept;         /* chosen for good (asked for, or a single core) */
     int ncandidates;
     int candidates[MAX_THREAD_CANDIDATES];
     double candidate_seconds[MAX_THREAD_CANDIDATES]; /* per call: the best of the timed runs */
@@ -103,7 +106,9 @@ void session_destroy(Session *s);
 void session_init(Session *s, uint64_t seed);
 
 /* Makes the workspace big enough for batches of up to `batch` examples.
- * This is the only allocation: steps themselves never allocate. */
+ * This is the only allocation: steps themselves never allocate (but for the
+ * copy of the state that choosing a thread count times its calls on, now
+ * and then, without --threads; see threads.c). */
 bool session_reserve(Session *s, int64_t batch);
 
 /* Runs program `k` on `args` (in KProgram.args order); returns its result
@@ -144,9 +149,10 @@ struct NnrtTensor *module_tensor_table(const Module *m);
  * batch size by timing it: the first calls run on every core, as many as
  * make choosing cost a small part of the time spent in them (or at once,
  * session_choose_threads); then a few calls on a copy of the state at 1, 2,
- * 4, ... threads and every core, and the fastest count is kept. Results do
- * not depend on the count (the products split into whole rows or columns),
- * so the choice changes only the time. */
+ * 4, ... threads and every core, and the fastest count is kept, to be
+ * chosen again later, less and less often (not after session_choose_
+ * threads). Results do not depend on the count (the products split into
+ * whole rows or columns), so the choice changes only the time. */
 
 /* session_run's work without a fixed count: sets the count for (k, batch),
  * choosing it when its time has come, then calls k. */

@@ -21,7 +21,15 @@
  *     again by the real call that follows.
  *   - Results do not depend on the count: a product is split over threads
  *     in whole rows or columns, each summed as on one thread
- *     (tests/test_transforms.c checks the losses of every example). */
+ *     (tests/test_transforms.c checks the losses of every example).
+ *
+ * The machine may be busy while the count is chosen (another program on
+ * the other core makes one thread the fastest for that moment), so a long
+ * run chooses again, after the calls at the chosen count have taken
+ * RECHOOSE_AFTER times what choosing took, then after twice that, and so
+ * on: a choice made in a busy spell does not last, and choosing again
+ * costs at most a few percent. A choice asked for (session_choose_threads:
+ * nnc bench, before it times a figure) is kept. */
 #include "cli/driver.h"
 #include "runtime/nnrt.h"
 #include "support/util.h"
@@ -41,6 +49,9 @@
 enum { MIN_ROUNDS = 2, MAX_ROUNDS = 5 };
 /* Choose once the calls so far have taken this many times the estimate. */
 #define CHOOSE_AFTER 4.0
+/* Choose again once the calls at the chosen count have taken this many
+ * times what choosing took, doubling each time. */
+#define RECHOOSE_AFTER 50.0
 /* More threads must be this much faster than fewer to be chosen: closer
  * than that is within the measurement's noise, and fewer threads leave
  * cores to the rest of the machine. */
@@ -110,6 +121,7 @@ static void choose(Session *s, ThreadChoice *c, void **args) {
     int n = c->ncandidates = candidates(c->candidates);
     if (n == 1) {
         c->threads = 1;
+        c->kept = true;
         return;
     }
     size_t bytes = (size_t)s->m->state_size * (s->f64 ? sizeof(double) : sizeof(float));
@@ -145,7 +157,12 @@ static void choose(Session *s, ThreadChoice *c, void **args) {
     for (int i = 1; i < n; i++)
         if (c->candidate_seconds[i] < c->candidate_seconds[best] * (1 - MARGIN)) best = i;
     c->threads = c->candidates[best];
-    c->choose_seconds = now_seconds() - t0;
+    double took = now_seconds() - t0;
+    c->choose_seconds += took;
+    /* the next choice, in calls at this count */
+    double wait = RECHOOSE_AFTER * ldexp(took, c->choices++) / c->candidate_seconds[best];
+    c->since = 0;
+    c->rechoose = wait < 1e15 ? (int64_t)wait + 1 : INT64_MAX;
 }
 
 const ThreadChoice *session_choose_threads(Session *s, FnKind k, void **args, int64_t batch) {
@@ -153,6 +170,7 @@ const ThreadChoice *session_choose_threads(Session *s, FnKind k, void **args, in
     NNC_ASSERT(s->prog[k] && batch <= s->ws_batch);
     ThreadChoice *c = find_or_add(s, k, batch);
     if (c && !c->threads) choose(s, c, args);
+    if (c) c->kept = true;
     return c;
 }
 
@@ -167,7 +185,7 @@ static bool time_to_choose(const ThreadChoice *c) {
 
 double threads_run(Session *s, FnKind k, void **args, int64_t batch) {
     ThreadChoice *c = find_or_add(s, k, batch);
-    if (c && !c->threads && time_to_choose(c)) choose(s, c, args);
+    if (c && (c->threads ? !c->kept && ++c->since >= c->rechoose : time_to_choose(c))) choose(s, c, args);
     if (c && c->threads) {
         nnrt_use_threads(c->threads);
         return session_call(s, k, s->state, args, batch);
