@@ -20,7 +20,10 @@ initialised parameters and optimizer state.
 The thread settings are searched on both sides: nnc with --threads 1 and 2;
 PyTorch with torch.set_num_threads x OPENBLAS_NUM_THREADS of 1x1, 2x1 and
 1x2 (never 2x2: OpenMP's and OpenBLAS's threads would fight over two
-cores). A round measures every setting of every model once, nnc and PyTorch
+cores). nnc also runs without --threads, choosing its count per figure by
+timing (cli/threads.c): that setting is reported beside the others (the
+count it chose in each round, and its time against the best --threads),
+not searched. A round measures every setting of every model once, nnc and PyTorch
 alternating, in an order that rotates from round to round, and the machine's
 sgemm rate (build/bench/sgemm_rate: 1024 x 1024 products through OpenBLAS) at
 1 and 2 threads before each model's settings; the machine's rate is the
@@ -69,6 +72,7 @@ WORKLOADS = [
 ]
 
 NNC_THREADS = [1, 2]
+NNC_DEFAULT = 0  # the setting without --threads: nnc chooses the count
 TORCH_SETTINGS = [(1, 1), (2, 1), (1, 2)]  # (torch.set_num_threads, OPENBLAS_NUM_THREADS)
 
 # nnc bench's random keys for the figures' batches (cli/cmd_bench.c)
@@ -268,10 +272,16 @@ class TorchWorker:
 # ---------------------------------------------------------------- the comparison
 
 
+# nnc bench's JSON key of the thread count a figure ran on
+THREADS_KEY = {"train": "train_threads", "forward1": "forward1_threads", "big": "forward_big_threads"}
+
+
 def run_nnc(nnc, model, threads, seconds):
     path, _, figures = MODELS[model]
-    cmd = [nnc, "bench", os.path.join(ROOT, path), "--json", "--threads", str(threads), "--repeat", "1", "--time",
-           str(seconds), "--batches", str(BATCHES), "--only", ",".join(figures)]
+    cmd = [nnc, "bench", os.path.join(ROOT, path), "--json", "--repeat", "1", "--time", str(seconds), "--batches",
+           str(BATCHES), "--only", ",".join(figures)]
+    if threads != NNC_DEFAULT:
+        cmd += ["--threads", str(threads)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"compare.py: {' '.join(cmd)} failed:\n{r.stderr}")
@@ -288,6 +298,7 @@ def run_nnc(nnc, model, threads, seconds):
         else:
             out[figure] = batch / d["forward_big_samples_per_s"]
             out[figure + "_flops"], n = d["forward_big_gemm_flops"], d["forward_big_batches"]
+        out[figure + "_threads"] = d[THREADS_KEY[figure]]
         if n != batch_count(model, figure):
             sys.exit(f"compare.py: nnc bench made {n} batches for {model} {figure}, PyTorch takes "
                      f"{batch_count(model, figure)}: cli/cmd_bench.c and batch_count disagree")
@@ -303,7 +314,7 @@ def run_sgemm(exe, seconds):
 
 def setting_name(side, setting):
     if side == "nnc":
-        return f"nnc --threads {setting}"
+        return "nnc (chooses)" if setting == NNC_DEFAULT else f"nnc --threads {setting}"
     return f"torch {setting[0]} x OpenBLAS {setting[1]}"
 
 
@@ -311,6 +322,8 @@ def short_setting(name):
     """"nnc --threads 2" -> "2 threads", "torch 1 x OpenBLAS 2" -> "1 x 2"."""
     words = name.split()
     if words[0] == "nnc":
+        if words[1] == "(chooses)":
+            return "its choice"
         return f"{words[2]} thread{'s' if words[2] != '1' else ''}"
     return f"{words[1]} x {words[4]}"
 
@@ -323,9 +336,10 @@ def measure(args, nnc, sgemm):
     """All rounds: {"sgemm": [before each model's runs {threads: GFLOP/s}], "runs": {model:
     {setting name: [per round {figure: seconds, figure_flops: FLOPs}]}}}."""
     settings = []  # nnc and PyTorch alternating
-    for i in range(max(len(NNC_THREADS), len(TORCH_SETTINGS))):
-        if i < len(NNC_THREADS):
-            settings.append(("nnc", NNC_THREADS[i]))
+    nnc_settings = NNC_THREADS + [NNC_DEFAULT]
+    for i in range(max(len(nnc_settings), len(TORCH_SETTINGS))):
+        if i < len(nnc_settings):
+            settings.append(("nnc", nnc_settings[i]))
         if i < len(TORCH_SETTINGS):
             settings.append(("torch", TORCH_SETTINGS[i]))
     workers = {s: TorchWorker(args.python, *s) for s in TORCH_SETTINGS}
@@ -360,7 +374,8 @@ def summarise(raw, settings):
         medians = {setting_name(*s): statistics.median(x[figure] for x in per[setting_name(*s)]) for s in settings}
         best = {}
         for side in ("nnc", "torch"):
-            side_settings = [s for s in settings if s[0] == side]
+            # nnc's own choice is not a setting to search: it is compared with the best below
+            side_settings = [s for s in settings if s[0] == side and s != ("nnc", NNC_DEFAULT)]
             best[side] = min(side_settings, key=lambda s: medians[setting_name(*s)])
         nnc_runs = per[setting_name(*best["nnc"])]
         torch_runs = per[setting_name(*best["torch"])]
@@ -384,6 +399,11 @@ def summarise(raw, settings):
             gflops = flops / medians[name] / 1e9
             row[side] = {"setting": name, "threads": threads, "median_s": medians[name],
                          "gflops": gflops, "fraction_of_sgemm": gflops / sgemm[str(threads)]}
+        chooses = setting_name("nnc", NNC_DEFAULT)
+        chosen = [x[figure + "_threads"] for x in per[chooses]]
+        row["nnc_chooses"] = {"threads_per_round": chosen, "median_s": medians[chooses],
+                              "time_vs_best": medians[chooses] / row["nnc"]["median_s"],
+                              "rounds_on_best": sum(t == row["nnc"]["threads"] for t in chosen)}
         rows.append(row)
     return {"sgemm_gflops": sgemm, "rows": rows}
 
@@ -416,6 +436,18 @@ def markdown(summary, raw, args):
                f"{rate['1']:.1f} GFLOP/s on 1 thread, {rate['2']:.1f} on 2 "
                f"(median of {len(raw['sgemm'])} measurements). Load average (1 minute) at the start and the end: "
                f"{raw['load_average'][0]:.1f}, {raw['load_average'][1]:.1f} on {os.cpu_count()} cores.")
+    return "\n".join(out)
+
+
+def choice_table(summary):
+    """nnc without --threads against its best --threads setting."""
+    out = ["| workload | best --threads | count nnc chose, per round | rounds on the best | "
+           "time, chosen / best |", "|---|---|---|---|---|"]
+    for row in summary["rows"]:
+        c = row["nnc_chooses"]
+        counts = " ".join(str(t) for t in c["threads_per_round"])
+        out.append(f"| {row['label']} | {row['nnc']['threads']} | {counts} | {c['rounds_on_best']} / "
+                   f"{len(c['threads_per_round'])} | {c['time_vs_best']:.3f} |")
     return "\n".join(out)
 
 
@@ -498,6 +530,10 @@ def main():
         print("Median time of a call at each setting (the best of each side in bold):")
         print()
         print(settings_table(summary, settings))
+        print()
+        print("nnc without --threads (it chooses the count per figure by timing) against its best --threads:")
+        print()
+        print(choice_table(summary))
         print(f"\n({time.time() - start:.0f} s)")
 
 
