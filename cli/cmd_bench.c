@@ -154,7 +154,8 @@ static double time_calls(Session *s, FnKind k, Batches b, int64_t batch, const B
 }
 
 /* One figure: seconds per call, the batches it took, its gemm FLOPs per
- * call, the threads it ran on and their choice (NULL with --threads). */
+ * call, the threads it ran on (0 on a device) and their choice (NULL with
+ * --threads or on a device). */
 typedef struct Figure {
     bool measured;
     double seconds, flops;
@@ -168,7 +169,7 @@ static Figure measure(Session *s, FnKind k, int64_t batch, uint64_t key, int64_t
     f.batches = batch_count(s->prog[k], batch, o->batches);
     Batches b = make_batches(s->prog[k], batch, f.batches, key, classes);
     f.choice = session_choose_threads(s, k, b.args[0], batch);
-    f.threads = f.choice ? f.choice->threads : nnrt_threads();
+    f.threads = f.choice ? f.choice->threads : s->dev ? 0 : nnrt_threads(); /* 0: on a device */
     f.seconds = time_calls(s, k, b, batch, o);
     free_batches(s->prog[k], b);
     f.flops = kprog_gemm_flops(s->prog[k], batch);
@@ -188,11 +189,12 @@ static void print_gemm_rate(const Figure *f) {
 }
 
 /* "train_threads": N and "train_threads_timed_us": {"1": us, ...} (null
- * where the figure was not measured or --threads fixed the count). */
+ * where the figure was not measured, ran on a device, or --threads fixed
+ * the count). */
 static void json_threads(const char *figure, const Figure *f) {
     char key[64];
     snprintf(key, sizeof key, "%s_threads", figure);
-    json_number(key, f->measured, f->threads, "%.0f");
+    json_number(key, f->measured && f->threads, f->threads, "%.0f");
     printf(", \"%s_threads_timed_us\": ", figure);
     if (!f->choice || !f->choice->choose_seconds) {
         fputs("null", stdout);
@@ -211,18 +213,19 @@ static double choose_seconds(const Figure *const *figs, int n) {
     return took;
 }
 
-/* "  threads         train: 1, forward 1: 1, forward 1024: 2  (the fastest of 1 and 2; choosing took 24 ms)" */
+/* "  threads         train: 1, forward 1: 1, forward 1024: 2  (the fastest of 1 and 2; choosing took 24 ms)"
+ * (nothing on a device). */
 static void print_threads(const Figure *const *figs, const char *const *names, int n) {
+    const Figure *first = NULL;
+    for (int i = 0; i < n && !first; i++)
+        if (figs[i]->measured && figs[i]->threads) first = figs[i];
+    if (!first) return;
     printf("  threads        ");
-    int first = -1;
-    for (int i = 0; i < n; i++) {
-        if (!figs[i]->measured) continue;
-        printf("%s %s %d", first < 0 ? "" : ",", names[i], figs[i]->threads);
-        if (first < 0) first = i;
-    }
-    const ThreadChoice *c = first >= 0 ? figs[first]->choice : NULL;
-    if (!c) {
-        printf("  (--threads)\n");
+    for (int i = 0, shown = 0; i < n; i++)
+        if (figs[i]->measured) printf("%s %s %d", shown++ ? "," : "", names[i], figs[i]->threads);
+    const ThreadChoice *c = first->choice;
+    if (!c || c->ncandidates == 1) {
+        printf(c ? "  (one core)\n" : "  (--threads)\n");
         return;
     }
     printf("  (the fastest of");

@@ -15,7 +15,7 @@
  *     meanwhile, have taken CHOOSE_AFTER times what choosing will take
  *     (estimated from those calls). A program called a few times (nnc
  *     predict, a short evaluation) never pays for it, and one called often
- *     pays a small part of its time, once.
+ *     pays a small part of its time.
  *   - The timed calls run on a copy of the state, so a training step's
  *     updates do not reach the model; the outputs they write are written
  *     again by the real call that follows.
