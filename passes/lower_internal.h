@@ -23,10 +23,6 @@ typedef struct LowerCtx {
      * every value it reads is loaded at the loop's index. */
     bool flat;
     int *scalar_local, *scalar_kernel;
-    /* The im2col columns built so far (lower_nn.c), so that the weight
-     * gradient of a convolution reuses those of its forward. */
-    struct Columns *columns;
-    int ncolumns, columns_cap;
 } LowerCtx;
 
 static inline const Node *lw_node(LowerCtx *c, int id) { return &c->g->nodes[id]; }

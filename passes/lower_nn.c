@@ -4,8 +4,6 @@
 #include "passes/lower_internal.h"
 #include "support/util.h"
 
-#include <string.h>
-
 #include <math.h>
 
 #define BIN(op, x, y) kx_bin(a, KX_##op, x, y)
@@ -92,27 +90,13 @@ static void im2col_kernel(LowerCtx *c, int id, const ConvGeom *g, int x, int col
     ks_store(a, body, col, lw_index(a, &tc, (Kx *[]){v[0], row, pixel}), value, false);
 }
 
-/* The im2col columns of value x for one window geometry. */
-struct Columns {
-    int x, col;
-    int64_t geom[8]; /* kh, kw, sh, sw, ph, pw, ho, wo */
-};
-
-/* The columns of input x for node id: x itself for a pointwise kernel,
- * the buffer an earlier node of the function built for the same x and
- * windows (a weight gradient reads its forward's: a value never changes
- * once computed, and the buffer lives as long as its last reader), else
- * im2col into a scratch buffer. */
+/* The columns of input x for node id: im2col into a scratch buffer, or x
+ * itself for a pointwise kernel. */
 static int conv_columns(LowerCtx *c, int id, const ConvGeom *g, int x) {
     if (conv_is_pointwise(g)) return c->buf[x];
-    struct Columns key = {x, -1, {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->ho, g->wo}};
-    for (int i = 0; i < c->ncolumns; i++)
-        if (c->columns[i].x == x && memcmp(c->columns[i].geom, key.geom, sizeof key.geom) == 0)
-            return c->columns[i].col;
-    key.col = lw_scratch(c, id, "col", columns_type(lw_node(c, x), g));
-    im2col_kernel(c, id, g, x, key.col);
-    VEC_PUSH(c->a, c->columns, c->ncolumns, c->columns_cap, key);
-    return key.col;
+    int col = lw_scratch(c, id, "col", columns_type(lw_node(c, x), g));
+    im2col_kernel(c, id, g, x, col);
+    return col;
 }
 
 /* One operand of a batched product: its buffer, leading dimension, and the
