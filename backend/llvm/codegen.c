@@ -12,6 +12,7 @@
 #include "support/util.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h> /* LLVMTemporaryMDNode: loop metadata refers to itself */
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
@@ -212,6 +213,31 @@ static LLVMValueRef emit_kx(Cg *c, const Kx *x) {
 
 static void emit_block(Cg *c, const KsBlock *blk);
 
+static bool block_has_loop(const KsBlock *blk) {
+    for (int i = 0; i < blk->n; i++)
+        if (blk->items[i]->kind == KS_FOR) return true;
+    return false;
+}
+
+/* Marks the loop whose back edge is `branch` as one the loop vectoriser
+ * leaves alone. Set on every loop around another: the innermost loop of
+ * a kernel runs along a row of contiguous elements and is the one to
+ * vectorise. When LLVM unrolls a short row (14 or 28 elements) completely,
+ * the loop around it becomes innermost, and vectorising it would gather
+ * and scatter across rows at a cost above the scalar code; left alone,
+ * the unrolled row is vectorised by the SLP vectoriser with plain
+ * loads, stores and shuffles. */
+static void vectorise_not(Cg *c, LLVMValueRef branch) {
+    static const char key[] = "llvm.loop.vectorize.enable";
+    LLVMMetadataRef self = LLVMTemporaryMDNode(c->ctx, NULL, 0);
+    LLVMMetadataRef prop[2] = {LLVMMDStringInContext2(c->ctx, key, sizeof key - 1),
+                               LLVMValueAsMetadata(LLVMConstInt(c->i1, 0, false))};
+    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(c->ctx, prop, 2)};
+    LLVMMetadataRef loop = LLVMMDNodeInContext2(c->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, loop);
+    LLVMSetMetadata(branch, LLVMGetMDKindIDInContext(c->ctx, "llvm.loop", 9), LLVMMetadataAsValue(c->ctx, loop));
+}
+
 /* for var in [lo, hi): body */
 static void emit_loop(Cg *c, const Ks *s, LLVMValueRef lo, LLVMValueRef hi) {
     LLVMBuilderRef b = c->b;
@@ -230,7 +256,8 @@ static void emit_loop(Cg *c, const Ks *s, LLVMValueRef lo, LLVMValueRef hi) {
     emit_block(c, &s->body);
     LLVMValueRef next = LLVMBuildNSWAdd(b, iv, const_i64(c, 1), "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-    LLVMBuildBr(b, head);
+    LLVMValueRef back = LLVMBuildBr(b, head);
+    if (block_has_loop(&s->body)) vectorise_not(c, back);
     LLVMAddIncoming(iv, &lo, &pre, 1);
     LLVMAddIncoming(iv, &next, &latch, 1);
     LLVMPositionBuilderAtEnd(b, done);
