@@ -131,9 +131,13 @@ static _Thread_local float packed[KC * NV_MAX * LANES] __attribute__((aligned(64
 
 static void pack_transposed(const Product *p, int64_t j0, int64_t width, int64_t k0, int64_t kc, int nv) {
     int64_t row = (int64_t)nv * LANES;
+    /* along B's rows, which are contiguous; the copy is what scatters */
+    for (int64_t jj = 0; jj < width; jj++) {
+        const float *from = p->b + (j0 + jj) * p->ldb + k0;
+        for (int64_t kk = 0; kk < kc; kk++) packed[kk * row + jj] = from[kk];
+    }
     for (int64_t kk = 0; kk < kc; kk++)
-        for (int64_t jj = 0; jj < row; jj++)
-            packed[kk * row + jj] = jj < width ? p->b[(j0 + jj) * p->ldb + k0 + kk] : 0.0f;
+        for (int64_t jj = width; jj < row; jj++) packed[kk * row + jj] = 0.0f;
 }
 
 KERNEL static void product(const Product *p) {
