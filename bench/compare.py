@@ -491,11 +491,21 @@ def main():
                          "or into FILE beside them")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="nnc's build directory (default build/)")
     ap.add_argument("--python", help="the Python that runs PyTorch (default: this one, else /usr/bin/python3)")
+    ap.add_argument("--models", help="comma-separated models to measure (default all: " + ",".join(MODELS) + ")")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker)
         return
+    if args.models:
+        keep = args.models.split(",")
+        for m in keep:
+            if m not in MODELS:
+                ap.error(f"no model {m!r}; the models are {', '.join(MODELS)}")
+        for m in list(MODELS):
+            if m not in keep:
+                del MODELS[m]
+        WORKLOADS[:] = [w for w in WORKLOADS if w[0] in MODELS]
     args.rounds = args.rounds or (3 if args.quick else 7)
     args.time = args.time or (0.1 if args.quick else 0.4)
     args.sgemm_time = 0.2 if args.quick else 0.5

@@ -163,7 +163,7 @@ bool parse_compile_option(int code, const char *arg, OptSettings *o) {
         if (!known) {
             char name[64], hint[DID_YOU_MEAN_MAX];
             snprintf(name, sizeof name, "%.*s", (int)n, p);
-            fprintf(stderr, "nnc: error: --disable-pass: unknown transformation '%s'%s (simplify, fuse, memplan, all)\n",
+            fprintf(stderr, "nnc: error: --disable-pass: unknown transformation '%s'%s (simplify, fuse, memplan, coalesce, all)\n",
                     name, did_you_mean(name, transform_names, XF_COUNT, hint, sizeof hint));
             return false;
         }

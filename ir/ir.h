@@ -147,6 +147,7 @@ typedef enum {
     XF_SIMPLIFY, /* common subexpressions, dead code, constants, algebra (simplify.c) */
     XF_FUSE,     /* elementwise chains inlined where they are read (fuse.c)          */
     XF_MEMPLAN,  /* workspace regions shared by values not live at once (memplan.c)  */
+    XF_COALESCE, /* nested loops over contiguous memory merged into one (coalesce.c)  */
     XF_COUNT
 } Transform;
 

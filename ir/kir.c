@@ -86,6 +86,32 @@ double kprog_gemm_flops(const KProgram *p, int64_t batch) {
     return flops;
 }
 
+bool kx_has(const Kx *x, KxOp op, int64_t i) {
+    if (!x) return false;
+    if (x->op == op && (i < 0 || x->i == i)) return true;
+    return kx_has(x->a, op, i) || kx_has(x->b, op, i) || kx_has(x->c, op, i);
+}
+
+bool kx_var_coeff(const Kx *x, int var, int64_t *c) {
+    if (!kx_has(x, KX_VAR, var)) {
+        *c = 0;
+        return true;
+    }
+    int64_t ca, cb;
+    switch (x->op) {
+    case KX_VAR: *c = 1; return true;
+    case KX_ADD: case KX_SUB:
+        if (!kx_var_coeff(x->a, var, &ca) || !kx_var_coeff(x->b, var, &cb)) return false;
+        *c = x->op == KX_ADD ? ca + cb : ca - cb;
+        return true;
+    case KX_MUL:
+        if (x->a->op == KX_INT && kx_var_coeff(x->b, var, &cb)) return *c = x->a->i * cb, true;
+        if (x->b->op == KX_INT && kx_var_coeff(x->a, var, &ca)) return *c = x->b->i * ca, true;
+        return false;
+    default: return false;
+    }
+}
+
 static Kx *kx_new(Arena *a, KxOp op, KType type) {
     Kx *x = ARENA_NEW(a, Kx);
     x->op = op;
@@ -161,6 +187,20 @@ Kx *kx_bin(Arena *a, KxOp op, Kx *x, Kx *y) {
     r->a = x;
     r->b = y;
     return r;
+}
+
+Kx *kx_substitute_var(Arena *a, const Kx *x, int var, Kx *with) {
+    if (!x) return NULL;
+    if (!kx_has(x, KX_VAR, var)) return (Kx *)x;
+    if (x->op == KX_VAR) return with;
+    Kx *l = kx_substitute_var(a, x->a, var, with), *r = kx_substitute_var(a, x->b, var, with);
+    if (x->type == KT_INT && x->op >= KX_ADD && x->op <= KX_MAX) return kx_bin(a, x->op, l, r);
+    Kx *copy = kx_new(a, x->op, x->type);
+    *copy = *x;
+    copy->a = l;
+    copy->b = r;
+    copy->c = kx_substitute_var(a, x->c, var, with);
+    return copy;
 }
 
 Kx *kx_un(Arena *a, KxOp op, Kx *x) {

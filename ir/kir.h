@@ -232,6 +232,16 @@ typedef void (*KAccessFn)(void *ctx, int buf, const Kx *index, bool store);
 void kx_visit_accesses(const Kx *x, KAccessFn fn, void *ctx);
 void ks_visit_accesses(const KsBlock *blk, KAccessFn fn, void *ctx);
 
+/* Whether x contains a node of kind op (with .i == i, unless i < 0). */
+bool kx_has(const Kx *x, KxOp op, int64_t i);
+/* The coefficient of loop variable `var` in an int expression that is
+ * affine in it (sums, and products with a constant, of terms); false if
+ * it is not affine in var. 0 when var does not occur. */
+bool kx_var_coeff(const Kx *x, int var, int64_t *c);
+/* x with loop variable `var` replaced by `with`, int arithmetic refolded;
+ * shares the parts of x that do not contain var. */
+Kx *kx_substitute_var(Arena *a, const Kx *x, int var, Kx *with);
+
 /* The storage buffer behind a view chain. */
 int kprog_root_buf(const KProgram *p, int buf);
 /* Sets used[root] for every root buffer that block b loads or stores. */

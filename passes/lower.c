@@ -787,6 +787,7 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
     free(copy_to);
     free(outs);
     kprog_set_workspace(p, &c.workspace_end, 1);
+    if (opt_enabled(&m->opt, XF_COALESCE)) pass_coalesce(p);
     if (opt_enabled(&m->opt, XF_MEMPLAN)) pass_memplan(p, m->train_spec.batch);
     else memplan_liveness(p);
     free(c.buf);

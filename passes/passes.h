@@ -90,6 +90,11 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64);
 /* The program that fills the state with initial values from a seed. */
 KProgram *lower_init(Module *m, bool real_f64);
 
+/* ---- coalesce.c -------------------------------------------------------------------- */
+/* Merges perfectly nested loops whose every index walks them as one
+ * contiguous range into a single loop (lower_graph runs it unless
+ * XF_COALESCE is disabled). */
+void pass_coalesce(KProgram *p);
 /* ---- memplan.c --------------------------------------------------------------------- */
 /* Sets every buffer's live range (KBuf.live_first, live_last): the kernels
  * that use its storage. */

@@ -19,7 +19,7 @@ static const Pass pipeline[] = {
 
 enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
 
-const char *const transform_names[XF_COUNT] = {"simplify", "fuse", "memplan"};
+const char *const transform_names[XF_COUNT] = {"simplify", "fuse", "memplan", "coalesce"};
 
 const char *const pass_names[] = {"shape", "derive", "autodiff", "optimizer", "simplify", NULL};
 

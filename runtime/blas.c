@@ -46,6 +46,30 @@ static void scale_f64(double *c, int64_t m, int64_t n, int64_t ldc, double beta)
         for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
 }
 
+#ifdef NNRT_SGEMM_AVX512
+/* The arguments of a batch of products, for sgemm_range. */
+typedef struct SgemmBatch {
+    int32_t ta, tb;
+    int64_t m, n, k;
+    float alpha;
+    const float *a;
+    int64_t lda, sa;
+    const float *b;
+    int64_t ldb, sb;
+    float beta;
+    float *c;
+    int64_t ldc, sc;
+} SgemmBatch;
+
+/* Products lo .. hi of a batch whose products each have a C of their own. */
+static void sgemm_range(void *ctx, int64_t lo, int64_t hi) {
+    const SgemmBatch *p = ctx;
+    for (int64_t i = lo; i < hi; i++)
+        nnrt_sgemm(p->ta, p->tb, p->m, p->n, p->k, p->alpha, p->a + i * p->sa, p->lda, p->b + i * p->sb, p->ldb,
+                   p->beta, p->c + i * p->sc, p->ldc);
+}
+#endif
+
 void nnrt_sgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha,
                         const float *a, int64_t lda, int64_t sa, const float *b, int64_t ldb, int64_t sb,
                         float beta, float *c, int64_t ldc, int64_t sc) {
@@ -54,6 +78,15 @@ void nnrt_sgemm_batched(int64_t count, int32_t ta, int32_t tb, int64_t m, int64_
     if (use_avx512() && nnrt_sgemm_avx512_batched(count, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c,
                                                   ldc, sc))
         return;
+    /* Products into matrices of their own are independent: with the
+     * AVX-512 kernels (OpenBLAS runs threads of its own), a batch of small
+     * ones is shared out between the runtime's threads, each product on
+     * one thread. */
+    if (use_avx512() && sc != 0 && count > 1 && count * m * n * k >= NNRT_PARALLEL_MACS) {
+        SgemmBatch batch = {ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc};
+        nnrt_parallel_for(count, sgemm_range, &batch);
+        return;
+    }
 #endif
     /* With one shared c, every product after the first adds to it. */
     for (int64_t i = 0; i < count; i++)

@@ -131,9 +131,13 @@ static _Thread_local float packed[KC * NV_MAX * LANES] __attribute__((aligned(64
 
 static void pack_transposed(const Product *p, int64_t j0, int64_t width, int64_t k0, int64_t kc, int nv) {
     int64_t row = (int64_t)nv * LANES;
+    /* along B's rows, which are contiguous; the copy is what scatters */
+    for (int64_t jj = 0; jj < width; jj++) {
+        const float *from = p->b + (j0 + jj) * p->ldb + k0;
+        for (int64_t kk = 0; kk < kc; kk++) packed[kk * row + jj] = from[kk];
+    }
     for (int64_t kk = 0; kk < kc; kk++)
-        for (int64_t jj = 0; jj < row; jj++)
-            packed[kk * row + jj] = jj < width ? p->b[(j0 + jj) * p->ldb + k0 + kk] : 0.0f;
+        for (int64_t jj = width; jj < row; jj++) packed[kk * row + jj] = 0.0f;
 }
 
 KERNEL static void product(const Product *p) {
@@ -220,18 +224,33 @@ INLINE_KERNEL void dot_tile(const DotProduct *p, int RI, int RJ, int64_t i0, int
 #define DOT_CASE(RI, RJ)                                                                                 \
     case (RI - 1) * DOT_TILE + RJ - 1: dot_tile(p, RI, RJ, i0, j0); break;
 
-KERNEL static void dot_product(const DotProduct *p) {
-    for (int64_t i0 = 0; i0 < p->m; i0 += DOT_TILE)
-        for (int64_t j0 = 0; j0 < p->n; j0 += DOT_TILE) {
-            int ri = p->m - i0 < DOT_TILE ? (int)(p->m - i0) : DOT_TILE;
-            int rj = p->n - j0 < DOT_TILE ? (int)(p->n - j0) : DOT_TILE;
-            switch ((ri - 1) * DOT_TILE + rj - 1) {
-                DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
-                DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
-                DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
-                DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
-            }
+/* Tiles lo .. hi of C, numbered along its rows of tiles. */
+KERNEL static void dot_tiles(void *ctx, int64_t lo, int64_t hi) {
+    const DotProduct *p = ctx;
+    int64_t across = (p->n + DOT_TILE - 1) / DOT_TILE;
+    for (int64_t t = lo; t < hi; t++) {
+        int64_t i0 = t / across * DOT_TILE, j0 = t % across * DOT_TILE;
+        int ri = p->m - i0 < DOT_TILE ? (int)(p->m - i0) : DOT_TILE;
+        int rj = p->n - j0 < DOT_TILE ? (int)(p->n - j0) : DOT_TILE;
+        switch ((ri - 1) * DOT_TILE + rj - 1) {
+            DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
+            DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
+            DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
+            DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
         }
+    }
+}
+
+enum { SPLIT_ROWS = 8, SPLIT_COLUMNS = NV_MAX * LANES };
+
+/* Tiles of C are independent (each sums its own products, over the
+ * whole batch), so they are shared out between the threads as they are. */
+static void dot_product(const DotProduct *p) {
+    int64_t tiles = (p->m + DOT_TILE - 1) / DOT_TILE * ((p->n + DOT_TILE - 1) / DOT_TILE);
+    if (p->count * p->m * p->n * p->k < NNRT_PARALLEL_MACS || tiles < 2)
+        dot_tiles((void *)p, 0, tiles);
+    else
+        nnrt_parallel_for(tiles, dot_tiles, (void *)p);
 }
 
 /* Whether the dot-product kernel suits a product: op(A) = A, op(B) = B^T,
@@ -245,10 +264,6 @@ bool nnrt_sgemm_avx512_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
 }
-
-/* Products of fewer multiply-adds than this run on one thread: sharing
- * them out costs more than it saves. */
-enum { PARALLEL_MACS = 1 << 20, SPLIT_ROWS = 8, SPLIT_COLUMNS = NV_MAX * LANES };
 
 /* A product shared out by bands of rows of C, or of columns where C has few rows. */
 typedef struct Split {
@@ -305,7 +320,7 @@ void nnrt_sgemm_avx512(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, 
     }
     s.unit = s.by_rows ? SPLIT_ROWS : SPLIT_COLUMNS;
     int64_t units = ((s.by_rows ? s.whole.m : s.whole.n) + s.unit - 1) / s.unit;
-    if (m * n * k < PARALLEL_MACS || units < 2)
+    if (m * n * k < NNRT_PARALLEL_MACS || units < 2)
         product(&s.whole);
     else
         nnrt_parallel_for(units, product_range, &s);

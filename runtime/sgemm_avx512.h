@@ -10,6 +10,10 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define NNRT_SGEMM_AVX512 1
 
+/* Work of fewer multiply-adds than this runs on one thread: sharing it
+ * out costs more than it saves. */
+enum { NNRT_PARALLEL_MACS = 1 << 20 };
+
 /* Whether the processor running now has AVX-512 (F). */
 bool nnrt_sgemm_avx512_available(void);
 

@@ -165,7 +165,7 @@ suggest)
     expect "nnc: error: unknown pass 'autodif'; did you mean 'autodiff'? (passes: shape derive autodiff optimizer simplify, or all)" \
         "$nnc" x.nn --print-after=autodif
     expect "nnc: error: unknown option '--sed'; did you mean '--seed'?" "$nnc" repl --sed 2
-    expect "nnc: error: --disable-pass: unknown transformation 'fusion'; did you mean 'fuse'? (simplify, fuse, memplan, all)" \
+    expect "nnc: error: --disable-pass: unknown transformation 'fusion'; did you mean 'fuse'? (simplify, fuse, memplan, coalesce, all)" \
         "$nnc" x.nn --disable-pass=fusion
     echo "suggest ok"
     ;;

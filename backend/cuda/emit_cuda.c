@@ -25,12 +25,6 @@ typedef struct Ce {
 
 /* ---- analysis ----------------------------------------------------------------------------- */
 
-static bool kx_has(const Kx *x, KxOp op, int64_t i) {
-    if (!x) return false;
-    if (x->op == op && (i < 0 || x->i == i)) return true;
-    return kx_has(x->a, op, i) || kx_has(x->b, op, i) || kx_has(x->c, op, i);
-}
-
 /* Ints of N and constants only: what the host can compute before a launch. */
 static bool host_int(const Kx *x) {
     switch (x->op) {
@@ -64,27 +58,6 @@ static bool kx_equal(const Kx *x, const Kx *y) {
     if (!x || !y) return x == y;
     return x->op == y->op && x->type == y->type && x->i == y->i && x->r == y->r && kx_equal(x->a, y->a) &&
            kx_equal(x->b, y->b) && kx_equal(x->c, y->c);
-}
-
-/* The coefficient of loop variable v in an index that is affine in it. */
-static bool coeff_of(const Kx *x, int v, int64_t *c) {
-    if (!kx_has(x, KX_VAR, v)) {
-        *c = 0;
-        return true;
-    }
-    int64_t ca, cb;
-    switch (x->op) {
-    case KX_VAR: *c = 1; return true;
-    case KX_ADD: case KX_SUB:
-        if (!coeff_of(x->a, v, &ca) || !coeff_of(x->b, v, &cb)) return false;
-        *c = x->op == KX_ADD ? ca + cb : ca - cb;
-        return true;
-    case KX_MUL:
-        if (x->a->op == KX_INT && coeff_of(x->b, v, &cb)) return *c = x->a->i * cb, true;
-        if (x->b->op == KX_INT && coeff_of(x->a, v, &ca)) return *c = x->b->i * ca, true;
-        return false;
-    default: return false;
-    }
 }
 
 static void count_kx(const Kx *x, int *refs) {
@@ -181,7 +154,7 @@ static bool independent(const Ce *e, const Ks *f) {
         if (s->kind != KS_STORE) continue;
         int64_t coeff;
         int root = kprog_root_buf(e->p, s->buf);
-        if (!coeff_of(s->index, f->var, &coeff) || coeff == 0) ok = false;
+        if (!kx_var_coeff(s->index, f->var, &coeff) || coeff == 0) ok = false;
         else if (store_index[root] && !kx_equal(store_index[root], s->index)) ok = false;
         else store_index[root] = s->index;
     }

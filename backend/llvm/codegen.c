@@ -12,6 +12,7 @@
 #include "support/util.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h> /* LLVMTemporaryMDNode: loop metadata refers to itself */
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
@@ -212,9 +213,34 @@ static LLVMValueRef emit_kx(Cg *c, const Kx *x) {
 
 static void emit_block(Cg *c, const KsBlock *blk);
 
-static void emit_for(Cg *c, const Ks *s) {
+static bool block_has_loop(const KsBlock *blk) {
+    for (int i = 0; i < blk->n; i++)
+        if (blk->items[i]->kind == KS_FOR) return true;
+    return false;
+}
+
+/* Marks the loop whose back edge is `branch` as one the loop vectoriser
+ * leaves alone. Set on every loop around another: the innermost loop of
+ * a kernel runs along a row of contiguous elements and is the one to
+ * vectorise. When LLVM unrolls a short row (14 or 28 elements) completely,
+ * the loop around it becomes innermost, and vectorising it would gather
+ * and scatter across rows at a cost above the scalar code; left alone,
+ * the unrolled row is vectorised by the SLP vectoriser with plain
+ * loads, stores and shuffles. */
+static void vectorise_not(Cg *c, LLVMValueRef branch) {
+    static const char key[] = "llvm.loop.vectorize.enable";
+    LLVMMetadataRef self = LLVMTemporaryMDNode(c->ctx, NULL, 0);
+    LLVMMetadataRef prop[2] = {LLVMMDStringInContext2(c->ctx, key, sizeof key - 1),
+                               LLVMValueAsMetadata(LLVMConstInt(c->i1, 0, false))};
+    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(c->ctx, prop, 2)};
+    LLVMMetadataRef loop = LLVMMDNodeInContext2(c->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, loop);
+    LLVMSetMetadata(branch, LLVMGetMDKindIDInContext(c->ctx, "llvm.loop", 9), LLVMMetadataAsValue(c->ctx, loop));
+}
+
+/* for var in [lo, hi): body */
+static void emit_loop(Cg *c, const Ks *s, LLVMValueRef lo, LLVMValueRef hi) {
     LLVMBuilderRef b = c->b;
-    LLVMValueRef extent = emit_kx(c, s->extent);
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
     char name[32];
     snprintf(name, sizeof name, "i%d", s->var);
@@ -224,52 +250,60 @@ static void emit_for(Cg *c, const Ks *s) {
     LLVMBuildBr(b, head);
     LLVMPositionBuilderAtEnd(b, head);
     LLVMValueRef iv = LLVMBuildPhi(b, c->i64, name);
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, iv, extent, ""), body, done);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, iv, hi, ""), body, done);
     LLVMPositionBuilderAtEnd(b, body);
     c->vars[s->var] = iv;
     emit_block(c, &s->body);
     LLVMValueRef next = LLVMBuildNSWAdd(b, iv, const_i64(c, 1), "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-    LLVMBuildBr(b, head);
-    LLVMValueRef zero = const_i64(c, 0);
-    LLVMAddIncoming(iv, &zero, &pre, 1);
+    LLVMValueRef back = LLVMBuildBr(b, head);
+    if (block_has_loop(&s->body)) vectorise_not(c, back);
+    LLVMAddIncoming(iv, &lo, &pre, 1);
     LLVMAddIncoming(iv, &next, &latch, 1);
     LLVMPositionBuilderAtEnd(b, done);
 }
 
-static void emit_block(Cg *c, const KsBlock *blk) {
+static void emit_stmt(Cg *c, const Ks *s) {
     LLVMBuilderRef b = c->b;
-    for (int i = 0; i < blk->n; i++) {
-        const Ks *s = blk->items[i];
-        switch (s->kind) {
-        case KS_FOR: emit_for(c, s); break;
-        case KS_DECL: LLVMBuildStore(b, emit_kx(c, s->value), c->locals[s->var]); break;
-        case KS_UPDATE: {
-            LLVMValueRef old = LLVMBuildLoad2(b, c->real, c->locals[s->var], "");
-            LLVMValueRef v = emit_kx(c, s->value), r;
-            switch (s->update_op) {
-            case KX_ADD: r = fp(c, LLVMBuildFAdd(b, old, v, "")); break;
-            case KX_MAX: r = call_intrinsic(c, "llvm.maxnum", (LLVMValueRef[]){old, v}, 2); break;
-            case KX_MIN: r = call_intrinsic(c, "llvm.minnum", (LLVMValueRef[]){old, v}, 2); break;
-            default: NNC_BUG("update op %d", (int)s->update_op);
-            }
-            LLVMBuildStore(b, r, c->locals[s->var]);
-            break;
+    switch (s->kind) {
+    case KS_FOR: emit_loop(c, s, const_i64(c, 0), emit_kx(c, s->extent)); break;
+    case KS_DECL: LLVMBuildStore(b, emit_kx(c, s->value), c->locals[s->var]); break;
+    case KS_UPDATE: {
+        LLVMValueRef old = LLVMBuildLoad2(b, c->real, c->locals[s->var], "");
+        LLVMValueRef v = emit_kx(c, s->value), r;
+        switch (s->update_op) {
+        case KX_ADD: r = fp(c, LLVMBuildFAdd(b, old, v, "")); break;
+        case KX_MAX: r = call_intrinsic(c, "llvm.maxnum", (LLVMValueRef[]){old, v}, 2); break;
+        case KX_MIN: r = call_intrinsic(c, "llvm.minnum", (LLVMValueRef[]){old, v}, 2); break;
+        default: NNC_BUG("update op %d", (int)s->update_op);
         }
-        case KS_STORE: {
-            LLVMValueRef ptr = element_ptr(c, s->buf, s->index);
-            LLVMValueRef v = emit_kx(c, s->value);
-            if (s->accumulate) v = fp(c, LLVMBuildFAdd(b, LLVMBuildLoad2(b, c->real, ptr, ""), v, ""));
-            LLVMBuildStore(b, v, ptr);
-            break;
-        }
-        }
+        LLVMBuildStore(b, r, c->locals[s->var]);
+        break;
     }
+    case KS_STORE: {
+        LLVMValueRef ptr = element_ptr(c, s->buf, s->index);
+        LLVMValueRef v = emit_kx(c, s->value);
+        if (s->accumulate) v = fp(c, LLVMBuildFAdd(b, LLVMBuildLoad2(b, c->real, ptr, ""), v, ""));
+        LLVMBuildStore(b, v, ptr);
+        break;
+    }
+    }
+}
+
+static void emit_block(Cg *c, const KsBlock *blk) {
+    for (int i = 0; i < blk->n; i++) emit_stmt(c, blk->items[i]);
 }
 
 static void add_attr(Cg *c, LLVMValueRef fn, unsigned index, const char *name) {
     unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
     LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(c->ctx, kind, 0));
+}
+
+/* The runtime function `fname` of type void(params), declared once per module. */
+static LLVMValueRef runtime_fn(Cg *c, const char *fname, LLVMTypeRef *params, unsigned n, LLVMTypeRef *fty) {
+    *fty = LLVMFunctionType(c->voidt, params, n, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(c->mod, fname);
+    return fn ? fn : LLVMAddFunction(c->mod, fname, *fty);
 }
 
 static char *symbol_name(const char *prefix, int k, const char *name) {
@@ -279,6 +313,178 @@ static char *symbol_name(const char *prefix, int k, const char *name) {
         sb_putc(&sb, (*s == '.' || *s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
                       (*s >= '0' && *s <= '9')) ? *s : '_');
     return sb_take(&sb);
+}
+
+/* `internal void name(ptr noalias b..., i64 N, i64 seed[, i64 lo, i64 hi])`:
+ * a kernel, or with `range` the part of one that runs a range of its loop. */
+static LLVMValueRef new_kernel_fn(Cg *c, const char *name, const int *roots, int nroots, bool range) {
+    int nparams = nroots + (range ? 4 : 2);
+    LLVMTypeRef *ptys = xmalloc(sizeof(LLVMTypeRef) * (size_t)nparams);
+    for (int i = 0; i < nparams; i++) ptys[i] = i < nroots ? c->ptr : c->i64;
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, ptys, (unsigned)nparams, false));
+    free(ptys);
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    for (int i = 0; i < nroots; i++) {
+        add_attr(c, fn, (unsigned)i + 1, "noalias");
+        add_attr(c, fn, (unsigned)i + 1, "nocapture");
+        const char *bname = c->p->bufs[roots[i]].name ? c->p->bufs[roots[i]].name : "buf";
+        LLVMSetValueName2(LLVMGetParam(fn, (unsigned)i), bname, strlen(bname));
+    }
+    return fn;
+}
+
+/* Starts emitting the body of a function made by new_kernel_fn. */
+static void enter_kernel_fn(Cg *c, LLVMValueRef fn, const int *roots, int nroots) {
+    const KProgram *p = c->p;
+    c->fn = fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+    for (int i = 0; i < p->nbufs; i++) c->bufptr[i] = NULL;
+    for (int i = 0; i < nroots; i++) c->bufptr[roots[i]] = LLVMGetParam(fn, (unsigned)i);
+    c->batch = LLVMGetParam(fn, (unsigned)nroots);
+    c->seed = LLVMGetParam(fn, (unsigned)nroots + 1);
+    for (int i = 0; i < p->nlocals; i++) c->locals[i] = LLVMBuildAlloca(c->b, c->real, "s");
+}
+
+/* ---- loops on the runtime's threads ----------------------------------------------------
+ *
+ * A loop at the top of a kernel whose iterations are independent (lowering
+ * marks them `parallel`) runs on the thread pool, nnrt_parallel_for, when
+ * it has enough work to pay for waking the other threads: its iterations
+ * become a function of a range [lo, hi) of the loop, reached through a
+ * trampoline that takes the kernel's arguments from a small array on the
+ * stack. Each iteration writes its own elements and no iteration reads
+ * what another writes, so the results are the same for every thread
+ * count. Smaller loops, and all loops at thread count 1, call the same
+ * range function on the whole range. */
+
+/* Below this many statement executions a loop stays on the calling thread
+ * (a bias of a few hundred elements takes less time than a wake-up). */
+enum { PARALLEL_MIN_WORK = 1 << 15, UNKNOWN_EXTENT_WORK = 16 };
+
+/* Statement executions per run of a block: an estimate of its work. */
+static int64_t block_work(const KsBlock *blk) {
+    int64_t w = 0;
+    for (int i = 0; i < blk->n; i++) {
+        const Ks *s = blk->items[i];
+        if (s->kind != KS_FOR) w += 1;
+        else w += (s->extent->op == KX_INT ? s->extent->i : UNKNOWN_EXTENT_WORK) * block_work(&s->body);
+    }
+    return w;
+}
+
+static void mark_locals(const Kx *x, bool *read) {
+    if (!x) return;
+    if (x->op == KX_LOCAL) read[x->i] = true;
+    mark_locals(x->a, read);
+    mark_locals(x->b, read);
+    mark_locals(x->c, read);
+}
+
+/* Whether block b reads a local that it does not declare itself (one
+ * declared before the loop, which a range function would not see). */
+static bool reads_outer_local(const KsBlock *blk, bool *declared, bool *read, int nlocals) {
+    for (int i = 0; i < blk->n; i++) {
+        const Ks *s = blk->items[i];
+        mark_locals(s->value, read);
+        mark_locals(s->index, read);
+        mark_locals(s->extent, read);
+        if (s->kind == KS_DECL) declared[s->var] = true;
+        if (s->kind == KS_UPDATE) read[s->var] = true;
+        if (s->kind == KS_FOR) reads_outer_local(&s->body, declared, read, nlocals);
+    }
+    for (int i = 0; i < nlocals; i++)
+        if (read[i] && !declared[i]) return true;
+    return false;
+}
+
+static bool may_run_parallel(Cg *c, const Ks *s) {
+    if (s->kind != KS_FOR || !s->parallel) return false;
+    int64_t work = block_work(&s->body);
+    if (s->extent->op == KX_INT && s->extent->i * work < PARALLEL_MIN_WORK) return false;
+    int n = c->p->nlocals + 1;
+    bool *declared = xcalloc((size_t)n, sizeof(bool)), *read = xcalloc((size_t)n, sizeof(bool));
+    bool outer = reads_outer_local(&s->body, declared, read, c->p->nlocals);
+    free(declared);
+    free(read);
+    return !outer;
+}
+
+/* Loop s of a kernel being emitted in c->fn, whose arguments (roots, N,
+ * seed) sit in `args`, run as a range function on the thread pool. */
+static void emit_parallel_loop(Cg *c, const Ks *s, const char *name, const int *roots, int nroots,
+                               LLVMValueRef args) {
+    LLVMValueRef kernel_fn = c->fn;
+    LLVMBasicBlockRef resume = LLVMGetInsertBlock(c->b);
+    size_t nl = (size_t)c->p->nlocals + 1, nb = (size_t)c->p->nbufs + 1;
+    LLVMValueRef *locals = xmalloc(sizeof(LLVMValueRef) * nl), *bufptr = xmalloc(sizeof(LLVMValueRef) * nb);
+    memcpy(locals, c->locals, sizeof(LLVMValueRef) * nl);
+    memcpy(bufptr, c->bufptr, sizeof(LLVMValueRef) * nb);
+    LLVMValueRef batch = c->batch, seed = c->seed;
+
+    /* name.range(b..., N, seed, lo, hi): the loop over [lo, hi). Not
+     * inlined: it has two callers, and its noalias arguments tell LLVM
+     * what it needs to vectorise. */
+    StrBuf sb = {0};
+    sb_printf(&sb, "%s.range%d", name, s->var);
+    char *range_name = sb_take(&sb);
+    LLVMValueRef range = new_kernel_fn(c, range_name, roots, nroots, true);
+    add_attr(c, range, LLVMAttributeFunctionIndex, "noinline");
+    enter_kernel_fn(c, range, roots, nroots);
+    emit_loop(c, s, LLVMGetParam(range, (unsigned)nroots + 2), LLVMGetParam(range, (unsigned)nroots + 3));
+    LLVMBuildRetVoid(c->b);
+
+    /* name.chunk(ptr args, i64 lo, i64 hi), what nnrt_parallel_for calls. */
+    sb_printf(&sb, "%s.chunk%d", name, s->var);
+    char *chunk_name = sb_take(&sb);
+    LLVMTypeRef chunk_params[] = {c->ptr, c->i64, c->i64};
+    LLVMValueRef chunk = LLVMAddFunction(c->mod, chunk_name, LLVMFunctionType(c->voidt, chunk_params, 3, false));
+    LLVMSetLinkage(chunk, LLVMInternalLinkage);
+    add_attr(c, chunk, LLVMAttributeFunctionIndex, "nounwind");
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, chunk, "entry"));
+    int ncall = nroots + 4;
+    LLVMValueRef *call = xmalloc(sizeof(LLVMValueRef) * (size_t)ncall);
+    for (int i = 0; i < nroots + 2; i++) {
+        LLVMValueRef slot = LLVMBuildInBoundsGEP2(c->b, c->i64, LLVMGetParam(chunk, 0), (LLVMValueRef[]){const_i64(c, (uint64_t)i)}, 1, "");
+        call[i] = LLVMBuildLoad2(c->b, i < nroots ? c->ptr : c->i64, slot, "");
+    }
+    call[nroots + 2] = LLVMGetParam(chunk, 1);
+    call[nroots + 3] = LLVMGetParam(chunk, 2);
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(range), range, call, (unsigned)ncall, "");
+    LLVMBuildRetVoid(c->b);
+
+    /* Back in the kernel: the pool for large loops, a direct call else. */
+    c->fn = kernel_fn;
+    memcpy(c->locals, locals, sizeof(LLVMValueRef) * nl);
+    memcpy(c->bufptr, bufptr, sizeof(LLVMValueRef) * nb);
+    c->batch = batch;
+    c->seed = seed;
+    LLVMPositionBuilderAtEnd(c->b, resume);
+    LLVMValueRef extent = emit_kx(c, s->extent);
+    LLVMValueRef work = LLVMBuildNSWMul(c->b, extent, const_i64(c, (uint64_t)block_work(&s->body)), "");
+    LLVMBasicBlockRef pooled = LLVMAppendBasicBlockInContext(c->ctx, kernel_fn, "pooled");
+    LLVMBasicBlockRef direct = LLVMAppendBasicBlockInContext(c->ctx, kernel_fn, "direct");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, kernel_fn, "done");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, work, const_i64(c, PARALLEL_MIN_WORK), ""), pooled, direct);
+    LLVMPositionBuilderAtEnd(c->b, pooled);
+    LLVMTypeRef pf_params[] = {c->i64, c->ptr, c->ptr}, pf_type;
+    LLVMValueRef pf = runtime_fn(c, "nnrt_parallel_for", pf_params, 3, &pf_type);
+    LLVMBuildCall2(c->b, pf_type, pf, (LLVMValueRef[]){extent, chunk, args}, 3, "");
+    LLVMBuildBr(c->b, done);
+    LLVMPositionBuilderAtEnd(c->b, direct);
+    for (int i = 0; i < nroots; i++) call[i] = c->bufptr[roots[i]];
+    call[nroots] = c->batch;
+    call[nroots + 1] = c->seed;
+    call[nroots + 2] = const_i64(c, 0);
+    call[nroots + 3] = extent;
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(range), range, call, (unsigned)ncall, "");
+    LLVMBuildBr(c->b, done);
+    LLVMPositionBuilderAtEnd(c->b, done);
+    free(call);
+    free(range_name);
+    free(chunk_name);
+    free(locals);
+    free(bufptr);
 }
 
 /* One loop kernel as `internal void f(ptr noalias b..., i64 N, i64 seed)`;
@@ -292,35 +498,31 @@ static LLVMValueRef emit_kernel_fn(Cg *c, const Kernel *k, int index, const char
         if (used[i]) roots[(*nroots)++] = i;
     free(used);
 
-    int nparams = *nroots + 2;
-    LLVMTypeRef *ptys = xmalloc(sizeof(LLVMTypeRef) * (size_t)nparams);
-    for (int i = 0; i < *nroots; i++) ptys[i] = c->ptr;
-    ptys[*nroots] = c->i64;
-    ptys[*nroots + 1] = c->i64;
     char *name = symbol_name(prefix, index, k->name);
-    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, ptys, (unsigned)nparams, false));
-    free(name);
-    free(ptys);
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
-    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
-    for (int i = 0; i < *nroots; i++) {
-        add_attr(c, fn, (unsigned)i + 1, "noalias");
-        add_attr(c, fn, (unsigned)i + 1, "nocapture");
-        const KBuf *bf = &p->bufs[roots[i]];
-        LLVMSetValueName2(LLVMGetParam(fn, (unsigned)i), bf->name ? bf->name : "buf",
-                          strlen(bf->name ? bf->name : "buf"));
+    LLVMValueRef fn = new_kernel_fn(c, name, roots, *nroots, false);
+    enter_kernel_fn(c, fn, roots, *nroots);
+    LLVMValueRef args = NULL; /* the arguments for range functions, made at the first */
+    for (int i = 0; i < k->body.n; i++) {
+        const Ks *s = k->body.items[i];
+        if (!may_run_parallel(c, s)) {
+            emit_stmt(c, s);
+            continue;
+        }
+        if (!args) {
+            LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+            LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+            LLVMPositionBuilder(c->b, entry, LLVMGetFirstInstruction(entry)); /* the end if empty */
+            args = LLVMBuildArrayAlloca(c->b, c->i64, const_i64(c, (uint64_t)*nroots + 2), "args");
+            LLVMPositionBuilderAtEnd(c->b, here);
+            for (int j = 0; j < *nroots + 2; j++) {
+                LLVMValueRef slot = LLVMBuildInBoundsGEP2(c->b, c->i64, args, (LLVMValueRef[]){const_i64(c, (uint64_t)j)}, 1, "");
+                LLVMBuildStore(c->b, LLVMGetParam(fn, (unsigned)j), slot);
+            }
+        }
+        emit_parallel_loop(c, s, name, roots, *nroots, args);
     }
-
-    c->fn = fn;
-    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->ctx, fn, "entry");
-    LLVMPositionBuilderAtEnd(c->b, entry);
-    for (int i = 0; i < p->nbufs; i++) c->bufptr[i] = NULL;
-    for (int i = 0; i < *nroots; i++) c->bufptr[roots[i]] = LLVMGetParam(fn, (unsigned)i);
-    c->batch = LLVMGetParam(fn, (unsigned)*nroots);
-    c->seed = LLVMGetParam(fn, (unsigned)*nroots + 1);
-    for (int i = 0; i < p->nlocals; i++) c->locals[i] = LLVMBuildAlloca(c->b, c->real, "s");
-    emit_block(c, &k->body);
     LLVMBuildRetVoid(c->b);
+    free(name);
     return fn;
 }
 
@@ -345,13 +547,6 @@ static LLVMValueRef buffer_address(Cg *c, const KBuf *bf, LLVMValueRef state, LL
     }
     default: NNC_BUG("address of a view");
     }
-}
-
-/* The runtime function `fname` of type void(params), declared once per module. */
-static LLVMValueRef runtime_fn(Cg *c, const char *fname, LLVMTypeRef *params, unsigned n, LLVMTypeRef *fty) {
-    *fty = LLVMFunctionType(c->voidt, params, n, false);
-    LLVMValueRef fn = LLVMGetNamedFunction(c->mod, fname);
-    return fn ? fn : LLVMAddFunction(c->mod, fname, *fty);
 }
 
 static LLVMValueRef gemm_buf(Cg *c, int buf) { return c->bufptr[kprog_root_buf(c->p, buf)]; }

@@ -38,6 +38,7 @@ static const struct {
     {"nnrt_sgemm_batched", (void (*)(void))nnrt_sgemm_batched},
     {"nnrt_dgemm_batched", (void (*)(void))nnrt_dgemm_batched},
     {"nnrt_profile_tick", (void (*)(void))nnrt_profile_tick},
+    {"nnrt_parallel_for", (void (*)(void))nnrt_parallel_for},
 };
 
 static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit) {
