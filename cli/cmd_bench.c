@@ -289,6 +289,8 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
         else fputs("null", stdout);
         printf(", \"batch\": %lld, \"big_batch\": %lld, \"compile_ms\": %.1f, \"parse_ms\": %.2f", (long long)batch,
                (long long)o->big, compile_ms, parse_seconds * 1e3);
+        printf(", \"llvm_ms\": %.1f, \"link_ms\": %.1f, \"compile_parts\": %d", s->llvm_seconds * 1e3,
+               s->link_seconds * 1e3, s->compile_parts);
         json_threads("train", &tr);
         json_threads("forward1", &f1);
         json_threads("forward_big", &fb);
@@ -306,7 +308,9 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
         printf(", \"state_mb\": %.3f, \"workspace_mb\": %.3f, \"peak_mb\": %.1f}\n", state_mb, ws_mb, peak_mb);
     } else {
         printf("%s\n", m->name);
-        printf("  compile         %.0f ms (parse and passes %.1f ms)\n", compile_ms, parse_seconds * 1e3);
+        printf("  compile         %.0f ms (parse and passes %.1f ms, LLVM %.0f ms on %d thread%s, linking %.1f ms)\n",
+               compile_ms, parse_seconds * 1e3, s->llvm_seconds * 1e3, s->compile_parts,
+               s->compile_parts == 1 ? "" : "s", s->link_seconds * 1e3);
         char big_name[32];
         snprintf(big_name, sizeof big_name, "forward %lld:", (long long)o->big);
         print_threads(figs, (const char *[]){"train:", "forward 1:", big_name}, 3);

@@ -91,7 +91,10 @@ typedef struct Session {
     void *state;       /* m->state_size reals, 64-byte aligned */
     void *workspace;   /* large enough for `ws_batch` in every program */
     int64_t ws_batch;
-    double compile_seconds;
+    double compile_seconds;  /* from the IR to native code, all of it */
+    double llvm_seconds;     /* of which LLVM's optimisation and instruction selection */
+    double link_seconds;     /* and of which linking the objects into the process */
+    int compile_parts;       /* the parts LLVM compiled at the same time, one a thread */
     ThreadChoice choices[MAX_THREAD_CHOICES]; /* unless --threads fixed the count */
     int nchoices;
 } Session;

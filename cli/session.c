@@ -67,17 +67,25 @@ Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
         return host_state(s, d, t0) ? s : NULL;
     }
 #endif
-    if (!nnc_jit_add(s->jit, mod, m->opt.level, &err)) {
+    double t_llvm = now_seconds();
+    /* LLVM compiles on the cores the programs will run on: --threads N
+     * limits both. */
+    int threads = nnrt_threads_fixed() ? nnrt_threads() : nnrt_cores();
+    if (!(s->compile_parts = nnc_jit_add(s->jit, mod, m->opt.level, threads, &err))) {
         diag_error(d, SPAN_NONE, "code generation failed: %s", err);
         LLVMDisposeMessage(err);
         session_destroy(s);
         return NULL;
     }
+    double t_link = now_seconds();
+    s->llvm_seconds = t_link - t_llvm;
     for (int k = 0; k < FN_COUNT; k++)
         if (names[k] && !(s->fn[k] = nnc_jit_lookup(s->jit, names[k]))) {
             session_destroy(s);
             return NULL;
         }
+    /* LLJIT links the objects at the first lookup. */
+    s->link_seconds = now_seconds() - t_link;
     return host_state(s, d, t0) ? s : NULL;
 }
 

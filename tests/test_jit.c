@@ -268,6 +268,41 @@ END_TEST
 
 /* ---- no allocation in a step ---------------------------------------------------------------------- */
 
+/* ---- compiling in parts ---------------------------------------------------------------------- */
+
+/* A module cut into parts compiled on several threads (backend/llvm/split.c)
+ * computes what the module compiled whole computes, bit for bit: the
+ * initial state and the state and losses after a few steps. */
+START_TEST(test_parts_compute_what_one_module_does) {
+    static const char *model = "input x : f32[N, 1, 12, 12]\ntarget y : i32[N] classes 4\n"
+                               "c = conv2d(x, 3, kernel=3, act=relu)\np = maxpool(c, 2)\n"
+                               "h = dense(flatten(p), 16, act=tanh)\nlogits = dense(h, 4)\n"
+                               "output q = softmax(logits)\nloss cross_entropy(logits, y)\n"
+                               "train sgd(lr=0.1, momentum=0.9)\n";
+    enum { B = 8, STEPS = 3 };
+    float x[B * 144];
+    int32_t y[B];
+    for (int i = 0; i < B * 144; i++) x[i] = (float)uniform(5, (uint64_t)i);
+    for (int i = 0; i < B; i++) y[i] = i % 4;
+    void *args[] = {x, y};
+    Compiled c[2];
+    double loss[2][STEPS];
+    for (int k = 0; k < 2; k++) {
+        nnrt_set_threads(k ? 6 : 1); /* the compile's threads: 6 asks for 6 parts */
+        compile(&c[k], model, FN_BIT(FN_TRAIN), false);
+        nnrt_set_threads(1);
+        for (int step = 0; step < STEPS; step++) loss[k][step] = session_run(c[k].s, FN_TRAIN, args, B);
+    }
+    ck_assert_int_eq(c[0].s->compile_parts, 1);
+    ck_assert_int_gt(c[1].s->compile_parts, 2);
+    for (int step = 0; step < STEPS; step++) ck_assert_msg(loss[0][step] == loss[1][step], "step %d: %.9g vs %.9g (parts %d)", step, loss[0][step], loss[1][step], c[1].s->compile_parts);
+    ck_assert(memcmp(c[0].s->state, c[1].s->state, sizeof(float) * (size_t)c[0].m->state_size) == 0);
+    ck_assert(loss[0][STEPS - 1] < loss[0][0]);
+    for (int k = 0; k < 2; k++) compiled_release(&c[k]);
+    nnrt_set_threads(0);
+}
+END_TEST
+
 /* OpenBLAS's multi-threaded gemm driver mallocs its job list on every call,
  * so the matrix products run on one thread here: what is counted is nnc's
  * own code (the compiled step and the runtime around it). */
@@ -316,6 +351,10 @@ int main(void) {
     tcase_add_test(init, test_init_is_deterministic_and_scaled);
     tcase_add_test(init, test_xavier_uniform_bound);
     suite_add_tcase(s, init);
+    TCase *parts = tcase_create("parts");
+    tcase_add_test(parts, test_parts_compute_what_one_module_does);
+    tcase_set_timeout(parts, 60);
+    suite_add_tcase(s, parts);
     TCase *alloc = tcase_create("allocation");
     tcase_add_test(alloc, test_train_step_allocates_nothing);
     tcase_set_timeout(alloc, 60);

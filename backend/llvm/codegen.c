@@ -3,7 +3,8 @@
  * Each loop kernel becomes an internal function taking one `noalias`
  * pointer per buffer it touches, so that LLVM knows the arrays are
  * independent and vectorises freely; the program function computes the
- * buffers' addresses, calls the kernels in order (O3 inlines them) and
+ * buffers' addresses, calls the kernels in order (never inlined, so that
+ * a kernel's code is the same in every module it is compiled in) and
  * calls the runtime for matrix products. Floating-point operations may be
  * reassociated and contracted (sums vectorise, a*b+c becomes an FMA), but
  * NaNs and infinities keep their meaning: the log-sum-exp code relies on
@@ -219,22 +220,43 @@ static bool block_has_loop(const KsBlock *blk) {
     return false;
 }
 
-/* Marks the loop whose back edge is `branch` as one the loop vectoriser
- * leaves alone. Set on every loop around another: the innermost loop of
- * a kernel runs along a row of contiguous elements and is the one to
- * vectorise. When LLVM unrolls a short row (14 or 28 elements) completely,
- * the loop around it becomes innermost, and vectorising it would gather
- * and scatter across rows at a cost above the scalar code; left alone,
- * the unrolled row is vectorised by the SLP vectoriser with plain
- * loads, stores and shuffles. */
-static void vectorise_not(Cg *c, LLVMValueRef branch) {
-    static const char key[] = "llvm.loop.vectorize.enable";
-    LLVMMetadataRef self = LLVMTemporaryMDNode(c->ctx, NULL, 0);
-    LLVMMetadataRef prop[2] = {LLVMMDStringInContext2(c->ctx, key, sizeof key - 1),
+static int64_t block_work(const KsBlock *blk);
+
+/* A loop whose body is nothing but loops doing more than this much work is
+ * never unrolled (see loop_metadata). */
+enum { UNROLL_NEST_MAX_WORK = 16 };
+
+static LLVMMetadataRef loop_property(Cg *c, const char *key, bool with_false) {
+    LLVMMetadataRef prop[2] = {LLVMMDStringInContext2(c->ctx, key, strlen(key)),
                                LLVMValueAsMetadata(LLVMConstInt(c->i1, 0, false))};
-    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(c->ctx, prop, 2)};
-    LLVMMetadataRef loop = LLVMMDNodeInContext2(c->ctx, ops, 2);
-    LLVMMetadataReplaceAllUsesWith(self, loop);
+    return LLVMMDNodeInContext2(c->ctx, prop, with_false ? 2 : 1);
+}
+
+/* Metadata for a loop around another, whose back edge is `branch`.
+ *
+ * The loop vectoriser leaves it alone: the innermost loop of a kernel runs
+ * along a row of contiguous elements and is the one to vectorise. When
+ * LLVM unrolls a short row (14 or 28 elements) completely, the loop around
+ * it becomes innermost, and vectorising it would gather and scatter across
+ * rows at a cost above the scalar code; left alone, the unrolled row is
+ * vectorised by the SLP vectoriser with plain loads, stores and shuffles.
+ *
+ * A loop whose body is only a nest of loops with more than a few elements
+ * of work (the channels around a 784-element row of a bias and ReLU, the
+ * rows of an im2col) is not unrolled either: copying a vectorised row six
+ * times saves six branches and costs LLVM a third of LeNet's compile time.
+ * Loops around a short row, or around a reduction and its store (a small
+ * generated matrix product, where unrolling keeps several sums in
+ * registers), are left to LLVM. */
+static void loop_metadata(Cg *c, LLVMValueRef branch, const KsBlock *body) {
+    LLVMMetadataRef ops[3] = {LLVMTemporaryMDNode(c->ctx, NULL, 0)};
+    unsigned n = 1;
+    ops[n++] = loop_property(c, "llvm.loop.vectorize.enable", true);
+    bool only_loops = true;
+    for (int i = 0; i < body->n; i++) only_loops &= body->items[i]->kind == KS_FOR;
+    if (only_loops && block_work(body) > UNROLL_NEST_MAX_WORK) ops[n++] = loop_property(c, "llvm.loop.unroll.disable", false);
+    LLVMMetadataRef loop = LLVMMDNodeInContext2(c->ctx, ops, n);
+    LLVMMetadataReplaceAllUsesWith(ops[0], loop);
     LLVMSetMetadata(branch, LLVMGetMDKindIDInContext(c->ctx, "llvm.loop", 9), LLVMMetadataAsValue(c->ctx, loop));
 }
 
@@ -257,7 +279,7 @@ static void emit_loop(Cg *c, const Ks *s, LLVMValueRef lo, LLVMValueRef hi) {
     LLVMValueRef next = LLVMBuildNSWAdd(b, iv, const_i64(c, 1), "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
     LLVMValueRef back = LLVMBuildBr(b, head);
-    if (block_has_loop(&s->body)) vectorise_not(c, back);
+    if (block_has_loop(&s->body)) loop_metadata(c, back, &s->body);
     LLVMAddIncoming(iv, &lo, &pre, 1);
     LLVMAddIncoming(iv, &next, &latch, 1);
     LLVMPositionBuilderAtEnd(b, done);
@@ -299,6 +321,17 @@ static void add_attr(Cg *c, LLVMValueRef fn, unsigned index, const char *name) {
     LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(c->ctx, kind, 0));
 }
 
+/* What every function generated for the program has. The initialisation
+ * runs once, so it is optimised for size (no unrolling, no interleaved
+ * copies of its vector loops): a third less machine code to generate,
+ * and no slower (the random normals of a 4096 x 4096 layer take as long).
+ * Compiled for the smallest size, its loops stayed scalar and a large
+ * model's initialisation took twice as long. */
+static void function_attrs(Cg *c, LLVMValueRef fn) {
+    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    if (c->p->kind == PROG_INIT) add_attr(c, fn, LLVMAttributeFunctionIndex, "optsize");
+}
+
 /* The runtime function `fname` of type void(params), declared once per module. */
 static LLVMValueRef runtime_fn(Cg *c, const char *fname, LLVMTypeRef *params, unsigned n, LLVMTypeRef *fty) {
     *fty = LLVMFunctionType(c->voidt, params, n, false);
@@ -324,7 +357,7 @@ static LLVMValueRef new_kernel_fn(Cg *c, const char *name, const int *roots, int
     LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, ptys, (unsigned)nparams, false));
     free(ptys);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
-    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    function_attrs(c, fn);
     for (int i = 0; i < nroots; i++) {
         add_attr(c, fn, (unsigned)i + 1, "noalias");
         add_attr(c, fn, (unsigned)i + 1, "nocapture");
@@ -440,7 +473,7 @@ static void emit_parallel_loop(Cg *c, const Ks *s, const char *name, const int *
     LLVMTypeRef chunk_params[] = {c->ptr, c->i64, c->i64};
     LLVMValueRef chunk = LLVMAddFunction(c->mod, chunk_name, LLVMFunctionType(c->voidt, chunk_params, 3, false));
     LLVMSetLinkage(chunk, LLVMInternalLinkage);
-    add_attr(c, chunk, LLVMAttributeFunctionIndex, "nounwind");
+    function_attrs(c, chunk);
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, chunk, "entry"));
     int ncall = nroots + 4;
     LLVMValueRef *call = xmalloc(sizeof(LLVMValueRef) * (size_t)ncall);
@@ -500,6 +533,13 @@ static LLVMValueRef emit_kernel_fn(Cg *c, const Kernel *k, int index, const char
 
     char *name = symbol_name(prefix, index, k->name);
     LLVMValueRef fn = new_kernel_fn(c, name, roots, *nroots, false);
+    /* Never inlined into the program function: inlined, a kernel's last
+     * store could be forwarded to the next kernel's first load and the
+     * arithmetic around them folded together, so its results would depend
+     * on whether the two were compiled in one module or in two parts
+     * (split.c). Apart, every kernel computes the same bits wherever it is
+     * compiled, and a call per kernel costs a few nanoseconds a step. */
+    add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
     enter_kernel_fn(c, fn, roots, *nroots);
     LLVMValueRef args = NULL; /* the arguments for range functions, made at the first */
     for (int i = 0; i < k->body.n; i++) {
@@ -618,7 +658,7 @@ LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char 
     /* real name(ptr state, ptr args, i64 batch, ptr ws, i64 seed) */
     LLVMTypeRef ptys[] = {c.ptr, c.ptr, c.i64, c.ptr, c.i64};
     LLVMValueRef fn = LLVMAddFunction(mod, name, LLVMFunctionType(c.real, ptys, 5, false));
-    add_attr(&c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    function_attrs(&c, fn);
     static const char *const pnames[] = {"state", "args", "batch", "workspace", "seed"};
     for (unsigned i = 0; i < 5; i++) LLVMSetValueName2(LLVMGetParam(fn, i), pnames[i], strlen(pnames[i]));
     c.fn = fn;

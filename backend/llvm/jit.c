@@ -2,7 +2,8 @@
  *
  * Modules are optimised for the host CPU (the same pipeline as ahead-of-
  * time output, so a JIT-ed step computes bit for bit what a compiled
- * library computes) and then handed to LLJIT. The runtime's entry points
+ * library computes), compiled to objects on several threads (split.c) and
+ * then handed to LLJIT, which links them. The runtime's entry points
  * are defined in the JIT by address, so they resolve whatever the linker
  * kept of the runtime library; libm resolves against the process. */
 #include "backend/llvm/llvm_backend.h"
@@ -18,7 +19,6 @@
 struct NncJit {
     LLVMOrcLLJITRef lljit;
     LLVMOrcThreadSafeContextRef tsctx;
-    LLVMTargetMachineRef tm; /* for the optimisation pipeline */
 };
 
 static char *take_error(LLVMErrorRef e) {
@@ -83,25 +83,25 @@ NncJit *nnc_jit_create(char **err) {
         return NULL;
     }
     j->tsctx = LLVMOrcCreateNewThreadSafeContext();
-    j->tm = llvm_host_target_machine();
     return j;
 }
 
 LLVMContextRef nnc_jit_context(NncJit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsctx); }
 
-bool nnc_jit_add(NncJit *j, LLVMModuleRef mod, int level, char **err) {
-    if (!llvm_optimize(mod, j->tm, level, err)) {
-        LLVMDisposeModule(mod);
-        return false;
+int nnc_jit_add(NncJit *j, LLVMModuleRef mod, int level, int threads, char **err) {
+    LLVMMemoryBufferRef objects[LLVM_MAX_PARTS];
+    int n = llvm_compile_parts(mod, NULL, level, threads, objects, err);
+    LLVMDisposeModule(mod);
+    for (int i = 0; i < n; i++) {
+        /* The JIT owns the object from here, whether it takes it or not. */
+        LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), objects[i]);
+        if (e) {
+            for (int k = i + 1; k < n; k++) LLVMDisposeMemoryBuffer(objects[k]);
+            *err = take_error(e);
+            return 0;
+        }
     }
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, j->tsctx);
-    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), tsm);
-    if (e) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
-        *err = take_error(e);
-        return false;
-    }
-    return true;
+    return n;
 }
 
 void *nnc_jit_lookup(NncJit *j, const char *name) {
@@ -120,6 +120,5 @@ void nnc_jit_destroy(NncJit *j) {
     if (!j) return;
     LLVMOrcDisposeLLJIT(j->lljit);
     LLVMOrcDisposeThreadSafeContext(j->tsctx);
-    LLVMDisposeTargetMachine(j->tm);
     free(j);
 }

@@ -38,15 +38,28 @@ LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *prog, const ch
  * LLVMDisposeMessage). */
 bool llvm_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level, char **err);
 
+/* ---- compiling on several threads (split.c) ---------------------------------------- */
+enum { LLVM_MAX_PARTS = 16 };
+
+/* Optimises `mod` at `level` and compiles it for `cpu` (NULL: the host)
+ * into object files, cut into as many as `threads` parts compiled at the
+ * same time (at most LLVM_MAX_PARTS). The parts define each function once
+ * and call each other by name; `mod` is left changed and must be disposed.
+ * Returns the number of objects stored in objects[], or 0 with a message in
+ * *err (free with LLVMDisposeMessage). */
+int llvm_compile_parts(LLVMModuleRef mod, const char *cpu, int level, int threads, LLVMMemoryBufferRef *objects,
+                       char **err);
+
 /* ---- the JIT (jit.c) --------------------------------------------------------------- */
 typedef struct NncJit NncJit;
 
 NncJit *nnc_jit_create(char **err);
 /* A fresh context to build a module in; the JIT takes both on nnc_jit_add. */
 LLVMContextRef nnc_jit_context(NncJit *jit);
-/* Optimises (at `level`) and compiles `mod` (built in nnc_jit_context)
- * into the JIT. */
-bool nnc_jit_add(NncJit *jit, LLVMModuleRef mod, int level, char **err);
+/* Optimises (at `level`) and compiles `mod` (built in nnc_jit_context, and
+ * disposed) into the JIT, in up to `threads` parts compiled at the same
+ * time. Returns the number of parts, or 0 with a message in *err. */
+int nnc_jit_add(NncJit *jit, LLVMModuleRef mod, int level, int threads, char **err);
 void *nnc_jit_lookup(NncJit *jit, const char *name);
 void nnc_jit_destroy(NncJit *jit);
 
