@@ -308,7 +308,7 @@ static int bench(Module *m, const BenchOptions *o, double parse_seconds) {
         printf(", \"state_mb\": %.3f, \"workspace_mb\": %.3f, \"peak_mb\": %.1f}\n", state_mb, ws_mb, peak_mb);
     } else {
         printf("%s\n", m->name);
-        printf("  compile         %.0f ms (parse and passes %.1f ms, LLVM %.0f ms on %d thread%s, linking %.1f ms)\n",
+        printf("  compile         %.0f ms (parse and passes %.1f ms, LLVM %.0f ms in %d part%s, linking %.1f ms)\n",
                compile_ms, parse_seconds * 1e3, s->llvm_seconds * 1e3, s->compile_parts,
                s->compile_parts == 1 ? "" : "s", s->link_seconds * 1e3);
         char big_name[32];

@@ -132,6 +132,7 @@ static LLVMTypeRef elem_type(Cg *c, int buf) {
 }
 
 static LLVMValueRef emit_kx(Cg *c, const Kx *x);
+static LLVMValueRef local_slot(Cg *c, int i);
 
 static LLVMValueRef element_ptr(Cg *c, int buf, const Kx *index) {
     int root = kprog_root_buf(c->p, buf);
@@ -150,7 +151,7 @@ static LLVMValueRef emit_kx(Cg *c, const Kx *x) {
     case KX_BATCH: return c->batch;
     case KX_SEED: return c->seed;
     case KX_VAR: return c->vars[x->i];
-    case KX_LOCAL: return LLVMBuildLoad2(b, c->real, c->locals[x->i], "");
+    case KX_LOCAL: return LLVMBuildLoad2(b, c->real, local_slot(c, (int)x->i), "");
     case KX_LOAD: {
         LLVMValueRef v = LLVMBuildLoad2(b, elem_type(c, (int)x->i), element_ptr(c, (int)x->i, x->a), "");
         if (x->type == KT_INT) v = LLVMBuildSExt(b, v, c->i64, "");
@@ -285,13 +286,27 @@ static void emit_loop(Cg *c, const Ks *s, LLVMValueRef lo, LLVMValueRef hi) {
     LLVMPositionBuilderAtEnd(b, done);
 }
 
+/* The stack slot of scalar local i, made in the function's entry block at
+ * its first use: a program has dozens of locals, a kernel a few. */
+static LLVMValueRef local_slot(Cg *c, int i) {
+    if (!c->locals[i]) {
+        LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b), entry = LLVMGetEntryBasicBlock(c->fn);
+        LLVMValueRef first = LLVMGetFirstInstruction(entry);
+        if (first) LLVMPositionBuilderBefore(c->b, first);
+        else LLVMPositionBuilderAtEnd(c->b, entry);
+        c->locals[i] = LLVMBuildAlloca(c->b, c->real, "s");
+        LLVMPositionBuilderAtEnd(c->b, here);
+    }
+    return c->locals[i];
+}
+
 static void emit_stmt(Cg *c, const Ks *s) {
     LLVMBuilderRef b = c->b;
     switch (s->kind) {
     case KS_FOR: emit_loop(c, s, const_i64(c, 0), emit_kx(c, s->extent)); break;
-    case KS_DECL: LLVMBuildStore(b, emit_kx(c, s->value), c->locals[s->var]); break;
+    case KS_DECL: LLVMBuildStore(b, emit_kx(c, s->value), local_slot(c, s->var)); break;
     case KS_UPDATE: {
-        LLVMValueRef old = LLVMBuildLoad2(b, c->real, c->locals[s->var], "");
+        LLVMValueRef old = LLVMBuildLoad2(b, c->real, local_slot(c, s->var), "");
         LLVMValueRef v = emit_kx(c, s->value), r;
         switch (s->update_op) {
         case KX_ADD: r = fp(c, LLVMBuildFAdd(b, old, v, "")); break;
@@ -299,7 +314,7 @@ static void emit_stmt(Cg *c, const Ks *s) {
         case KX_MIN: r = call_intrinsic(c, "llvm.minnum", (LLVMValueRef[]){old, v}, 2); break;
         default: NNC_BUG("update op %d", (int)s->update_op);
         }
-        LLVMBuildStore(b, r, c->locals[s->var]);
+        LLVMBuildStore(b, r, local_slot(c, s->var));
         break;
     }
     case KS_STORE: {
@@ -376,7 +391,7 @@ static void enter_kernel_fn(Cg *c, LLVMValueRef fn, const int *roots, int nroots
     for (int i = 0; i < nroots; i++) c->bufptr[roots[i]] = LLVMGetParam(fn, (unsigned)i);
     c->batch = LLVMGetParam(fn, (unsigned)nroots);
     c->seed = LLVMGetParam(fn, (unsigned)nroots + 1);
-    for (int i = 0; i < p->nlocals; i++) c->locals[i] = LLVMBuildAlloca(c->b, c->real, "s");
+    for (int i = 0; i < p->nlocals; i++) c->locals[i] = NULL; /* made at first use (local_slot) */
 }
 
 /* ---- loops on the runtime's threads ----------------------------------------------------

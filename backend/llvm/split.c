@@ -26,6 +26,7 @@
 #include <llvm-c/BitWriter.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,24 +201,39 @@ static void *compile_part(void *arg) {
     return NULL;
 }
 
+/* The parts, claimed in turn by the threads compiling them. */
+typedef struct {
+    PartJob *jobs;
+    int n;
+    atomic_int next;
+} PartQueue;
+
+static void *compile_parts_claimed(void *arg) {
+    PartQueue *q = arg;
+    for (int p; (p = atomic_fetch_add(&q->next, 1)) < q->n;) compile_part(&q->jobs[p]);
+    return NULL;
+}
+
 int llvm_compile_parts(LLVMModuleRef mod, const char *cpu, int level, int threads, LLVMMemoryBufferRef *objects,
                        char **err) {
+    if (threads < 1) threads = 1;
+    /* One part a thread: more, claimed in turn, did not finish sooner when
+     * one core was slower than the other (each part reads the bitcode). */
     Split s = {0};
-    int nparts = plan_parts(&s, mod, threads < 1 ? 1 : threads > LLVM_MAX_PARTS ? LLVM_MAX_PARTS : threads);
+    int nparts = plan_parts(&s, mod, threads > LLVM_MAX_PARTS ? LLVM_MAX_PARTS : threads);
+    if (threads > nparts) threads = nparts;
     LLVMMemoryBufferRef bitcode = nparts > 1 ? LLVMWriteBitcodeToMemoryBuffer(mod) : NULL;
     PartJob jobs[LLVM_MAX_PARTS];
-    pthread_t tids[LLVM_MAX_PARTS];
-    bool started[LLVM_MAX_PARTS] = {0};
+    /* Part 0 is compiled in the module as built, the others in copies read
+     * back from its bitcode. */
     for (int p = 0; p < nparts; p++)
         jobs[p] = (PartJob){p ? bitcode : NULL, p ? NULL : mod, &s, p, nparts, llvm_target_machine(cpu), level, NULL, NULL};
-    /* Part 0 is compiled here, in the module as built; the others are
-     * copies read back on threads of their own. */
-    for (int p = 1; p < nparts; p++) started[p] = pthread_create(&tids[p], NULL, compile_part, &jobs[p]) == 0;
-    compile_part(&jobs[0]);
-    for (int p = 1; p < nparts; p++) {
-        if (started[p]) pthread_join(tids[p], NULL);
-        else compile_part(&jobs[p]);
-    }
+    PartQueue q = {jobs, nparts, 0};
+    pthread_t tids[LLVM_MAX_PARTS];
+    int started = 0;
+    while (started < threads - 1 && pthread_create(&tids[started], NULL, compile_parts_claimed, &q) == 0) started++;
+    compile_parts_claimed(&q);
+    for (int t = 0; t < started; t++) pthread_join(tids[t], NULL);
     int made = 0;
     for (int p = 0; p < nparts; p++) {
         if (jobs[p].object && made == p) objects[made++] = jobs[p].object;
