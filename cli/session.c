@@ -16,8 +16,11 @@ static void *aligned_zeroed(size_t bytes) {
     return p;
 }
 
-/* The host's copy of the state; destroys the session on failure. */
+/* The host's copy of the state; destroys the session on failure. The
+ * compile time ends before it: zeroing a large model's state is not
+ * compiling. */
 static bool host_state(Session *s, Diag *d, double t0) {
+    s->compile_seconds = now_seconds() - t0;
     size_t real = s->f64 ? sizeof(double) : sizeof(float);
     s->state = aligned_zeroed((size_t)s->m->state_size * real);
     if (!s->state) {
@@ -25,7 +28,6 @@ static bool host_state(Session *s, Diag *d, double t0) {
         session_destroy(s);
         return false;
     }
-    s->compile_seconds = now_seconds() - t0;
     return true;
 }
 
