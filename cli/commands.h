@@ -59,7 +59,7 @@ bool parse_real_option(const char *opt, const char *text, double *out);
         {"device", required_argument, NULL, OPTION_DEVICE}, {"tf32", no_argument, NULL, OPTION_TF32}
 #define COMPILE_HELP                                                                                     \
     "  -O LEVEL             LLVM's optimisation level, 0 to 3 (default 3; -O1 compiles faster)\n"     \
-    "  --disable-pass=LIST  turn off optional transformations: simplify, fuse, memplan (or all)\n"    \
+    "  --disable-pass=LIST  turn off optional transformations: simplify, fuse, memplan, coalesce (or all)\n" \
     "  --device DEV         cpu (default) or cuda: run the programs on an NVIDIA GPU\n"               \
     "  --tf32               with --device cuda: matrix products may use TF32 tensor cores\n"
 struct OptSettings;
