@@ -185,23 +185,39 @@ FusePlan fuse_plan(const Graph *g, ProgKind kind, bool enabled) {
             /* the first assignment of a param this inlined value reads,
              * through its inlined inputs */
             int first = g->n, top = 0;
+            bool late = false; /* some node of it reads a param after its assignment */
             stack[top++] = i;
             seen[i] = i + 1;
             while (top > 0) {
-                const Node *n = &g->nodes[stack[--top]];
+                int j = stack[--top];
+                const Node *n = &g->nodes[j];
                 for (int k = 0; k < n->nin; k++) {
                     int in = n->in[k], s = state_of(g, in);
                     if (s >= 0 && assigned_at[s] < first) first = assigned_at[s];
+                    if (s >= 0 && assigned_at[s] < j) late = true;
                     if (p.virt[in] && seen[in] != i + 1) seen[in] = i + 1, stack[top++] = in;
                 }
             }
+            /* Its readers, through the inlined ones to the kernels that
+             * compute them: a momentum's new value read by its own
+             * assignment and, inlined, by the parameter's, both in the group. */
             int group = first < g->n ? p.group[first] : -1;
-            for (int u = 0; u < uses[i].n; u++) {
-                int c = uses[i].items[u].node;
-                bool same_group = g->nodes[c].op == OP_ASSIGN && p.group[c] == group && i < first;
-                if (c >= first && !same_group) {
-                    blocked[i] = changed = true;
-                    break;
+            top = 0;
+            stack[top++] = i;
+            seen[i] = -(i + 1);
+            while (top > 0 && !blocked[i]) {
+                int v = stack[--top];
+                for (int u = 0; u < uses[v].n; u++) {
+                    int c = uses[v].items[u].node;
+                    if (p.virt[c]) {
+                        if (seen[c] != -(i + 1)) seen[c] = -(i + 1), stack[top++] = c;
+                        continue;
+                    }
+                    bool same_group = g->nodes[c].op == OP_ASSIGN && p.group[c] == group && !late;
+                    if (c >= first && !same_group) {
+                        blocked[i] = changed = true;
+                        break;
+                    }
                 }
             }
         }

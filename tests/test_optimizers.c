@@ -288,6 +288,68 @@ START_TEST(test_adamw_decoupled_decay) {
 }
 END_TEST
 
+/* ---- one loop per parameter ---------------------------------------------------------------- */
+
+/* Whether `x` reads the state buffer named `name`. */
+static bool expr_reads(const KProgram *p, const Kx *x, const char *name) {
+    if (!x) return false;
+    if (x->op == KX_LOAD) {
+        const KBuf *b = &p->bufs[kprog_root_buf(p, (int)x->i)];
+        if (b->kind == KB_STATE && strcmp(b->name, name) == 0) return true;
+    }
+    return expr_reads(p, x->a, name) || expr_reads(p, x->b, name) || expr_reads(p, x->c, name);
+}
+
+/* Whether block `blk` stores into (reads, with `reads`) the state buffer `name`. */
+static bool block_uses(const KProgram *p, const KsBlock *blk, const char *name, bool reads) {
+    for (int i = 0; i < blk->n; i++) {
+        const Ks *st = blk->items[i];
+        if (st->kind == KS_FOR && block_uses(p, &st->body, name, reads)) return true;
+        if (reads && (expr_reads(p, st->value, name) || expr_reads(p, st->index, name))) return true;
+        if (!reads && st->kind == KS_STORE) {
+            const KBuf *b = &p->bufs[kprog_root_buf(p, st->buf)];
+            if (b->kind == KB_STATE && strcmp(b->name, name) == 0) return true;
+        }
+    }
+    return false;
+}
+
+/* An optimizer's update of a parameter, its moments included, is one loop:
+ * each new moment is computed where it is stored and where the parameter's
+ * update reads it, not by a kernel (and into a buffer) of its own. */
+START_TEST(test_update_is_one_kernel) {
+    static const struct {
+        const char *train, *moments[2];
+    } cases[] = {
+        {"train momentum(lr=0.1)", {"W.velocity", NULL}},
+        {"train sgd(lr=0.1, momentum=0.9, nesterov=true)", {"W.velocity", NULL}},
+        {"train adagrad(lr=0.1)", {"W.adagrad_sum", NULL}},
+        {"train adam(lr=0.01)", {"W.adam_m", "W.adam_v"}},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        Compiled c;
+        compile(&c, cases[t].train, NULL);
+        const KProgram *p = c.s->prog[FN_TRAIN];
+        int writers = 0, kernel = -1;
+        for (int k = 0; k < p->nkernels; k++)
+            if (p->kernels[k].kind == KK_LOOP && block_uses(p, &p->kernels[k].body, "W", false)) writers++, kernel = k;
+        ck_assert_msg(writers == 1, "%s: W is written by %d kernels", cases[t].train, writers);
+        for (int m = 0; m < 2 && cases[t].moments[m]; m++) {
+            const char *moment = cases[t].moments[m];
+            for (int k = 0; k < p->nkernels; k++) {
+                if (p->kernels[k].kind != KK_LOOP) continue;
+                bool writes = block_uses(p, &p->kernels[k].body, moment, false);
+                bool reads = block_uses(p, &p->kernels[k].body, moment, true);
+                ck_assert_msg(k == kernel ? writes && reads : !writes && !reads,
+                              "%s: kernel %s uses %s, W's update is kernel %s", cases[t].train, p->kernels[k].name,
+                              moment, p->kernels[kernel].name);
+            }
+        }
+        compiled_release(&c);
+    }
+}
+END_TEST
+
 START_TEST(test_clipping_triggers) {
     Hand h = {.kind = OPT_SGD, .lr = 0.1, .clip = 0.05};
     run_steps("train sgd(lr=0.1) clip_norm 0.05", NULL, &h, &(Expect){.clipped = 1});
@@ -402,6 +464,7 @@ int main(void) {
     tcase_add_test(state, test_frozen_parameter_with_sgd_decay);
     tcase_add_test(state, test_parameter_without_gradient_is_not_decayed);
     tcase_add_test(state, test_hyper_parameter_slots);
+    tcase_add_test(state, test_update_is_one_kernel);
     suite_add_tcase(s, state);
     return run_suite(s);
 }
