@@ -16,9 +16,9 @@
  * the linkage the code generator gave them. Each part is read back from
  * bitcode of the whole module into its own context, and every function of
  * another part is dropped from it (a declaration where this part calls it).
- * Cutting changes only which calls are inlined: a kernel is a call from the
- * program function instead of inlined code, which costs a few nanoseconds a
- * kernel, and every kernel's code is what it is in one module. */
+ * Cutting changes no code: the code generator never inlines a kernel into
+ * its program function, so every kernel compiles to what it does in one
+ * module, and the parts compute the same bits as a library (test_jit). */
 #include "backend/llvm/llvm_backend.h"
 #include "support/util.h"
 
@@ -168,6 +168,7 @@ static void keep_part(LLVMModuleRef mod, const Split *s, int part) {
     free(fns);
 }
 
+/* One part's compile, on whichever thread claims it. */
 typedef struct {
     LLVMMemoryBufferRef bitcode; /* the whole module, or NULL: `mod` is this part's */
     LLVMModuleRef mod;
