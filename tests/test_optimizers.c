@@ -290,28 +290,24 @@ END_TEST
 
 /* ---- one loop per parameter ---------------------------------------------------------------- */
 
-/* Whether `x` reads the state buffer named `name`. */
-static bool expr_reads(const KProgram *p, const Kx *x, const char *name) {
-    if (!x) return false;
-    if (x->op == KX_LOAD) {
-        const KBuf *b = &p->bufs[kprog_root_buf(p, (int)x->i)];
-        if (b->kind == KB_STATE && strcmp(b->name, name) == 0) return true;
-    }
-    return expr_reads(p, x->a, name) || expr_reads(p, x->b, name) || expr_reads(p, x->c, name);
+/* What block_uses looks for, and whether it was found. */
+typedef struct StateUse {
+    const KProgram *p;
+    const char *name;
+    bool store, found;
+} StateUse;
+
+static void note_state_use(void *ctx, int buf, const Kx *index, bool store) {
+    StateUse *u = ctx;
+    const KBuf *b = &u->p->bufs[kprog_root_buf(u->p, buf)];
+    if (store == u->store && b->kind == KB_STATE && strcmp(b->name, u->name) == 0) u->found = true;
 }
 
 /* Whether block `blk` stores into (reads, with `reads`) the state buffer `name`. */
 static bool block_uses(const KProgram *p, const KsBlock *blk, const char *name, bool reads) {
-    for (int i = 0; i < blk->n; i++) {
-        const Ks *st = blk->items[i];
-        if (st->kind == KS_FOR && block_uses(p, &st->body, name, reads)) return true;
-        if (reads && (expr_reads(p, st->value, name) || expr_reads(p, st->index, name))) return true;
-        if (!reads && st->kind == KS_STORE) {
-            const KBuf *b = &p->bufs[kprog_root_buf(p, st->buf)];
-            if (b->kind == KB_STATE && strcmp(b->name, name) == 0) return true;
-        }
-    }
-    return false;
+    StateUse u = {p, name, !reads, false};
+    ks_visit_accesses(blk, note_state_use, &u);
+    return u.found;
 }
 
 /* An optimizer's update of a parameter, its moments included, is one loop:
