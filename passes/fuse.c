@@ -198,10 +198,12 @@ FusePlan fuse_plan(const Graph *g, ProgKind kind, bool enabled) {
                     if (p.virt[in] && seen[in] != i + 1) seen[in] = i + 1, stack[top++] = in;
                 }
             }
+            if (first == g->n) continue; /* it reads no param that is assigned */
             /* Its readers, through the inlined ones to the kernels that
              * compute them: a momentum's new value read by its own
-             * assignment and, inlined, by the parameter's, both in the group. */
-            int group = first < g->n ? p.group[first] : -1;
+             * assignment and, inlined, by the parameter's, both in the group.
+             * (seen marks this walk -(i + 1), the one above i + 1.) */
+            int group = p.group[first];
             top = 0;
             stack[top++] = i;
             seen[i] = -(i + 1);

@@ -286,17 +286,22 @@ static void emit_loop(Cg *c, const Ks *s, LLVMValueRef lo, LLVMValueRef hi) {
     LLVMPositionBuilderAtEnd(b, done);
 }
 
-/* The stack slot of scalar local i, made in the function's entry block at
- * its first use: a program has dozens of locals, a kernel a few. */
+/* `count` values of `type` on the stack of the function being emitted,
+ * allocated at the top of its entry block (where LLVM promotes them to
+ * registers); the builder goes back to the end of the block it was in. */
+static LLVMValueRef entry_alloca(Cg *c, LLVMTypeRef type, uint64_t count, const char *name) {
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b), entry = LLVMGetEntryBasicBlock(c->fn);
+    LLVMPositionBuilder(c->b, entry, LLVMGetFirstInstruction(entry)); /* the end if empty */
+    LLVMValueRef slot = count == 1 ? LLVMBuildAlloca(c->b, type, name)
+                                   : LLVMBuildArrayAlloca(c->b, type, const_i64(c, count), name);
+    LLVMPositionBuilderAtEnd(c->b, here);
+    return slot;
+}
+
+/* The stack slot of scalar local i, made at its first use: a program has
+ * dozens of locals, a kernel a few. */
 static LLVMValueRef local_slot(Cg *c, int i) {
-    if (!c->locals[i]) {
-        LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b), entry = LLVMGetEntryBasicBlock(c->fn);
-        LLVMValueRef first = LLVMGetFirstInstruction(entry);
-        if (first) LLVMPositionBuilderBefore(c->b, first);
-        else LLVMPositionBuilderAtEnd(c->b, entry);
-        c->locals[i] = LLVMBuildAlloca(c->b, c->real, "s");
-        LLVMPositionBuilderAtEnd(c->b, here);
-    }
+    if (!c->locals[i]) c->locals[i] = entry_alloca(c, c->real, 1, "s");
     return c->locals[i];
 }
 
@@ -564,11 +569,7 @@ static LLVMValueRef emit_kernel_fn(Cg *c, const Kernel *k, int index, const char
             continue;
         }
         if (!args) {
-            LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
-            LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
-            LLVMPositionBuilder(c->b, entry, LLVMGetFirstInstruction(entry)); /* the end if empty */
-            args = LLVMBuildArrayAlloca(c->b, c->i64, const_i64(c, (uint64_t)*nroots + 2), "args");
-            LLVMPositionBuilderAtEnd(c->b, here);
+            args = entry_alloca(c, c->i64, (uint64_t)*nroots + 2, "args");
             for (int j = 0; j < *nroots + 2; j++) {
                 LLVMValueRef slot = LLVMBuildInBoundsGEP2(c->b, c->i64, args, (LLVMValueRef[]){const_i64(c, (uint64_t)j)}, 1, "");
                 LLVMBuildStore(c->b, LLVMGetParam(fn, (unsigned)j), slot);
