@@ -131,11 +131,13 @@ static const char *base_name(const char *path) {
     return s ? s + 1 : path;
 }
 
-static void lower_all(Module *m, AbiModel *am) {
+/* train_slices: the slices a training step may cut its batch into (1 for
+ * the C file, which runs on its caller's thread). */
+static void lower_all(Module *m, AbiModel *am, int train_slices) {
     am->m = m;
     am->forward = lower_graph(m, m->forward, PROG_FORWARD, false);
     am->eval = lower_graph(m, m->eval, PROG_EVAL, false);
-    am->train = m->train ? lower_graph(m, m->train, PROG_TRAIN, false) : NULL;
+    am->train = m->train ? lower_train(m, false, train_slices) : NULL;
     am->init = lower_init(m, false);
     am->source = m->src ? m->src->path : "?";
 }
@@ -145,7 +147,7 @@ static void lower_all(Module *m, AbiModel *am) {
 static bool build_native(Module *m, const BuildOptions *o, Diag *d) {
     Arena *a = m->arena;
     AbiModel am = {.threads = true};
-    lower_all(m, &am);
+    lower_all(m, &am, train_slices(m));
     const char *runtime = runtime_library(a, d);
     if (!runtime) return false;
 
@@ -232,7 +234,7 @@ done:
 static bool build_c(Module *m, const BuildOptions *o, Diag *d) {
     Arena *a = m->arena;
     AbiModel am = {0};
-    lower_all(m, &am);
+    lower_all(m, &am, 1);
     float *weights = NULL;
     if (o->weights) {
         weights = xcalloc((size_t)m->state_size + 1, sizeof(float));

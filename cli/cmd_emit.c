@@ -141,6 +141,14 @@ static void emit_dot(FILE *out, const Module *m) {
     for (int k = 0; k < n; k++) free(kernel_of[k]);
 }
 
+/* Function k (ProgKind order) of m as the JIT compiles it: a training step
+ * may run its batch in slices, one a core. */
+static KProgram *lower_program(Module *m, int k, bool f64) {
+    const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    if (k == PROG_TRAIN) return lower_train(m, f64, train_slices(m));
+    return lower_graph(m, graphs[k], (ProgKind)k, f64);
+}
+
 /* Each function's workspace plan, with the lower bound at the batch size
  * of the train statement (1 without one). */
 static void print_workspaces(FILE *out, Module *m, bool f64) {
@@ -149,7 +157,7 @@ static void print_workspaces(FILE *out, Module *m, bool f64) {
     for (int k = 0; k < 4; k++)
         if (graphs[k]) {
             fputc('\n', out);
-            kprog_print_workspace(out, lower_graph(m, graphs[k], (ProgKind)k, f64), batch);
+            kprog_print_workspace(out, lower_program(m, k, f64), batch);
         }
 }
 
@@ -159,7 +167,7 @@ int emit_llvm(FILE *out, Module *m, bool f64, const char *cpu, Diag *d) {
     const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
     for (int k = 0; k < 4; k++) {
         if (!graphs[k]) continue;
-        KProgram *p = lower_graph(m, graphs[k], (ProgKind)k, f64);
+        KProgram *p = lower_program(m, k, f64);
         llvm_emit_program(mod, p, arena_printf(m->arena, "%s_%s", m->name, p->name));
     }
     KProgram *init = lower_init(m, f64);
@@ -300,7 +308,7 @@ int cmd_emit(int argc, char **argv) {
         const Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
         for (int k = 0; k < 4; k++)
             if (graphs[k]) {
-                kprog_print(out, lower_graph(m, graphs[k], (ProgKind)k, f64));
+                kprog_print(out, lower_program(m, k, f64));
                 fputc('\n', out);
             }
         kprog_print(out, lower_init(m, f64));

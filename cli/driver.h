@@ -157,6 +157,10 @@ struct NnrtTensor *module_tensor_table(const Module *m);
  * threads). Results do not depend on the count (the products split into
  * whole rows or columns), so the choice changes only the time. */
 
+/* The threads compiled programs are made for: --threads N, or every core. */
+int threads_for_programs(void);
+/* The slices a training step of m may cut its batch into (passes/slice.c). */
+int train_slices(const Module *m);
 /* session_run's work without a fixed count: sets the count for (k, batch),
  * choosing it when its time has come, then calls k. */
 double threads_run(Session *s, FnKind k, void **args, int64_t batch);

@@ -55,7 +55,9 @@ Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
             session_destroy(s);
             return NULL;
         }
-        s->prog[k] = k == FN_INIT ? lower_init(m, f64) : lower_graph(m, graphs[k], (ProgKind)k, f64);
+        s->prog[k] = k == FN_INIT    ? lower_init(m, f64)
+                     : k == FN_TRAIN ? lower_train(m, f64, train_slices(m))
+                                     : lower_graph(m, graphs[k], (ProgKind)k, f64);
         names[k] = arena_printf(m->arena, "%s_%s", m->name, s->prog[k]->name);
         if (!m->opt.cuda) llvm_emit_program(mod, s->prog[k], names[k]);
     }
@@ -70,9 +72,8 @@ Session *session_create(Module *m, unsigned which, bool f64, Diag *d) {
     }
 #endif
     double t_llvm = now_seconds();
-    /* LLVM compiles on the cores the programs will run on: --threads N
-     * limits both. */
-    int threads = nnrt_threads_fixed() ? nnrt_threads() : nnrt_cores();
+    /* LLVM compiles on the cores the programs run on: --threads N limits both. */
+    int threads = threads_for_programs();
     if (!(s->compile_parts = nnc_jit_add(s->jit, mod, m->opt.level, threads, &err))) {
         diag_error(d, SPAN_NONE, "code generation failed: %s", err);
         LLVMDisposeMessage(err);

@@ -58,6 +58,10 @@ enum { MIN_ROUNDS = 2, MAX_ROUNDS = 5 };
 #define MARGIN 0.03
 
 /* 1, 2, 4, ... below the core count, then the core count. */
+int threads_for_programs(void) { return nnrt_threads_fixed() ? nnrt_threads() : nnrt_cores(); }
+
+int train_slices(const Module *m) { return m->opt.slices > 0 ? m->opt.slices : threads_for_programs(); }
+
 static int candidates(int *out) {
     int cores = nnrt_cores(), n = 0;
     for (int c = 1; c < cores && n < MAX_THREAD_CANDIDATES - 1; c *= 2) out[n++] = c;

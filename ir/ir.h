@@ -10,6 +10,8 @@
  *   eval        inputs, targets -> outputs and the loss, in inference mode
  *   grad        inputs, targets -> the loss and every parameter's gradient
  *   train_step  grad plus the optimizer's update of the state
+ *   apply       the update alone, from gradients given as inputs (a step
+ *               whose batch is cut into slices: passes/slice.c)
  * and the layout of the model state they share (parameters, optimizer
  * moments and hyper-parameters in one float buffer). */
 #ifndef NNC_IR_H
@@ -159,6 +161,8 @@ typedef struct OptSettings {
     bool profile;      /* kernels report their time (nnc bench --profile) */
     bool cuda;         /* --device cuda: programs run on the GPU */
     bool tf32;         /* --tf32: matrix products on the GPU may round inputs to TF32 */
+    int slices;        /* a training step's batch in at most this many slices (passes/slice.c);
+                          0: one a thread the programs run on */
 } OptSettings;
 
 #define OPT_DEFAULTS ((OptSettings){.level = 3})
@@ -234,6 +238,7 @@ typedef struct Module {
     Graph *eval;       /* inference plus the loss     */
     Graph *grad;       /* loss and gradients          */
     Graph *train;      /* grad plus the update        */
+    Graph *apply;      /* the update, gradients in    */
     TrainSpec train_spec;
     DataSpec data;
     Pretrained *pretrained;

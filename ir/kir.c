@@ -74,6 +74,16 @@ bool kx_eval_int(const Kx *x, int64_t batch, int64_t *value) {
 
 double kprog_gemm_flops(const KProgram *p, int64_t batch) {
     double flops = 0;
+    if (p->sliced) { /* the slices hold floor(batch (t + 1) / slices) - floor(batch t / slices) examples */
+        const KSlices *ks = p->sliced;
+        for (int t = 0; t < ks->slices; t++) {
+            double f = kprog_gemm_flops(ks->grad, batch * (t + 1) / ks->slices - batch * t / ks->slices);
+            if (f < 0) return -1;
+            flops += f;
+        }
+        double f = kprog_gemm_flops(ks->apply, batch);
+        return f < 0 ? -1 : flops + f;
+    }
     for (int i = 0; i < p->nkernels; i++) {
         const KGemm *g = &p->kernels[i].gemm;
         if (p->kernels[i].kind != KK_GEMM) continue;

@@ -158,7 +158,7 @@ typedef struct Kernel {
     KGemm gemm;       /* KK_GEMM */
 } Kernel;
 
-typedef enum { PROG_FORWARD, PROG_EVAL, PROG_GRAD, PROG_TRAIN, PROG_INIT } ProgKind;
+typedef enum { PROG_FORWARD, PROG_EVAL, PROG_GRAD, PROG_TRAIN, PROG_INIT, PROG_APPLY } ProgKind;
 
 typedef struct KProgram {
     Arena *arena;
@@ -183,7 +183,25 @@ typedef struct KProgram {
     NPoly *workspace;
     int nworkspace;
     int64_t state_size;
+    /* A training step whose batch is cut into slices (passes/slice.c), or
+     * NULL: such a program has no kernels of its own. */
+    struct KSlices *sliced;
 } KProgram;
+
+/* How a step over slices runs (runtime/slices.c, whose NnrtSlicedStep the
+ * backend fills from this): `grad` on each slice of the batch, on threads
+ * of their own, the slices' gradients added up in proportion to their
+ * examples, and `apply` updating the state from the sum. */
+typedef struct KSlices {
+    int slices;
+    KProgram *grad, *apply;
+    int ndata;            /* grad's first arguments: the inputs and targets (the step's arguments) */
+    int64_t *data_bytes;  /* bytes per example of each (0: not cut, every slice reads it all) */
+    int ngrads;           /* grad's outputs after them: the gradients */
+    int64_t *grads;       /* offset and size (elements) of each in a gradient buffer, in pairs */
+    int64_t *apply_offset; /* where each of apply's arguments (gradients) lies in that buffer */
+    int64_t grad_elems;   /* the buffer's size, a multiple of 16 */
+} KSlices;
 
 /* ---- building ---------------------------------------------------------------- */
 KProgram *kprog_new(Arena *a, const char *name, ProgKind kind);

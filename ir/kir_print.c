@@ -177,6 +177,14 @@ void kprog_print(FILE *out, const KProgram *p) {
         }
         fputc('\n', out);
     }
+    if (p->sliced) {
+        fprintf(out, "  the batch in %d slices, each through program %s.grad on a thread of its own; the\n"
+                     "  gradients added up in proportion to the slices' examples; then program %s.apply\n",
+                p->sliced->slices, p->name, p->name);
+        kprog_print(out, p->sliced->grad);
+        kprog_print(out, p->sliced->apply);
+        return;
+    }
     if (p->result_buf >= 0) fprintf(out, "  returns b%d[0]\n", p->result_buf);
     for (int k = 0; k < p->nkernels; k++) {
         const Kernel *kn = &p->kernels[k];
@@ -204,6 +212,19 @@ void kprog_print(FILE *out, const KProgram *p) {
 }
 
 void kprog_print_workspace(FILE *out, const KProgram *p, int64_t batch) {
+    if (p->sliced) {
+        const KSlices *ks = p->sliced;
+        int64_t per = (batch + ks->slices - 1) / ks->slices;
+        fprintf(out, "workspace %s {  # ", p->name);
+        print_workspace_size(out, p);
+        fprintf(out, " floats; at N=%lld: %lld: %d slices, each %lld floats of gradients and the workspace of "
+                     "%s.grad at N=%lld, then %s.apply's\n}\n",
+                (long long)batch, (long long)kprog_workspace_size(p, batch), ks->slices, (long long)ks->grad_elems,
+                p->name, (long long)per, p->name);
+        kprog_print_workspace(out, ks->grad, per);
+        kprog_print_workspace(out, ks->apply, batch);
+        return;
+    }
     const char *unit = p->real_f64 ? "doubles" : "floats";
     int64_t total = kprog_workspace_size(p, batch), bound = kprog_workspace_lower_bound(p, batch);
     fprintf(out, "workspace %s {  # ", p->name);

@@ -722,7 +722,7 @@ static int collect_outputs(LowerCtx *c, int *outs) {
 }
 
 KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64) {
-    static const char *const names[] = {"forward", "eval", "grad", "train_step", "init"};
+    static const char *const names[] = {"forward", "eval", "grad", "train_step", "init", "apply"};
     KProgram *p = kprog_new(m->arena, names[kind], kind);
     p->real_f64 = real_f64;
     p->profile = m->opt.profile;

@@ -42,6 +42,7 @@
 #include "support/util.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct OptCtx {
@@ -246,13 +247,11 @@ static void update(OptCtx *c, const Hypers *h, const Trained *t) {
     assign(c, p, op2(c, OP_SUB, base, delta));
 }
 
-bool pass_optimizer(Module *m, Diag *d) {
-    if (!m->grad) {
-        module_layout_state(m);
-        return true;
-    }
-    Graph *g = graph_clone(m->arena, m->grad, "train_step");
-    m->train = g;
+/* Appends the update of every trained parameter to g, whose NF_GRAD nodes
+ * are the gradients. With `gradients_in`, each gradient that is not a
+ * constant zero becomes an input named grad.PARAM instead: the update
+ * alone, reading gradients computed elsewhere. */
+static void append_update(Module *m, Graph *g, Diag *d, bool gradients_in) {
     const TrainSpec *ts = &m->train_spec;
     OptCtx c = {.m = m, .g = g, .d = d, .span = ts->span};
 
@@ -274,6 +273,15 @@ bool pass_optimizer(Module *m, Diag *d) {
         NNC_ASSERT(p >= 0);
         ps[n++] = (Trained){.param = p, .grad = i, .zero = is_zero_gradient(g, i)};
     }
+    for (int i = 0; i < n && gradients_in; i++) {
+        if (ps[i].zero) continue;
+        Node *gn = &g->nodes[ps[i].grad];
+        gn->op = OP_INPUT;
+        gn->nin = 0;
+        gn->attr[0] = 0; /* classes */
+        gn->name = arena_printf(m->arena, "grad.%s", gn->name);
+        gn->flags = 0;
+    }
     /* The norm is over every gradient, so clipping precedes every update. */
     if (ts->clip_norm > 0 && n > 0) clip_gradients(&c, ps, n);
     for (int i = 0; i < n; i++) {
@@ -282,6 +290,31 @@ bool pass_optimizer(Module *m, Diag *d) {
     }
     c.span = ts->span;
     assign(&c, step, step_next);
+}
+
+/* Drops the nodes that no assignment of the state needs. */
+static void keep_only_updates(Graph *g) {
+    int *live = xcalloc((size_t)g->n + 1, sizeof(int));
+    for (int i = g->n - 1; i >= 0; i--) {
+        if (op_info(g->nodes[i].op)->flags & OPF_SIDE_EFFECT) live[i] = 1;
+        if (!live[i]) continue;
+        for (int k = 0; k < g->nodes[i].nin; k++) live[g->nodes[i].in[k]] = 1;
+    }
+    graph_compact(g, live);
+    free(live);
+}
+
+bool pass_optimizer(Module *m, Diag *d) {
+    if (!m->grad) {
+        module_layout_state(m);
+        return true;
+    }
+    m->train = graph_clone(m->arena, m->grad, "train_step");
+    append_update(m, m->train, d, false);
+    if (d->nerrors) return false;
+    m->apply = graph_clone(m->arena, m->grad, "apply");
+    append_update(m, m->apply, d, true);
+    keep_only_updates(m->apply);
     module_layout_state(m);
     return true;
 }

@@ -90,6 +90,12 @@ KProgram *lower_graph(Module *m, const Graph *g, ProgKind kind, bool real_f64);
 /* The program that fills the state with initial values from a seed. */
 KProgram *lower_init(Module *m, bool real_f64);
 
+/* ---- slice.c ----------------------------------------------------------------------- */
+/* The train_step program: with slices > 1, where the model allows it and
+ * it pays (see slice.c), one that runs the batch in that many slices on
+ * threads of their own (KProgram.slices); otherwise lower_graph's. */
+KProgram *lower_train(Module *m, bool real_f64, int slices);
+
 /* ---- coalesce.c -------------------------------------------------------------------- */
 /* Merges perfectly nested loops whose every index walks them as one
  * contiguous range into a single loop (lower_graph runs it unless

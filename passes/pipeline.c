@@ -24,7 +24,7 @@ const char *const transform_names[XF_COUNT] = {"simplify", "fuse", "memplan", "c
 const char *const pass_names[] = {"shape", "derive", "autodiff", "optimizer", "simplify", NULL};
 
 static bool verify_module(const Module *m, const char *after) {
-    const Graph *graphs[] = {m->model, m->forward, m->eval, m->grad, m->train};
+    const Graph *graphs[] = {m->model, m->forward, m->eval, m->grad, m->train, m->apply};
     bool ok = true;
     for (size_t i = 0; i < sizeof graphs / sizeof graphs[0]; i++) {
         if (!graphs[i]) continue;

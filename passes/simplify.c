@@ -495,7 +495,7 @@ void graph_simplify(Graph *g, SimplifyStats *stats) {
 bool pass_simplify(Module *m, Diag *d) {
     (void)d;
     if (!opt_enabled(&m->opt, XF_SIMPLIFY)) return true;
-    Graph *graphs[] = {m->forward, m->eval, m->grad, m->train};
+    Graph *graphs[] = {m->forward, m->eval, m->grad, m->train, m->apply};
     for (size_t i = 0; i < sizeof graphs / sizeof graphs[0]; i++)
         if (graphs[i]) graph_simplify(graphs[i], NULL);
     return true;

@@ -14,6 +14,14 @@ static bool use_avx512(void) {
 }
 #endif
 
+bool nnrt_sgemm_reentrant(void) {
+#ifdef NNRT_SGEMM_AVX512
+    return use_avx512();
+#else
+    return false;
+#endif
+}
+
 void nnrt_sgemm(int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;

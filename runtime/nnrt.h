@@ -56,5 +56,45 @@ void nnrt_parallel_for(int64_t n, NnrtRangeFn fn, void *ctx);
 
 /* OpenBLAS's own thread count (blas.c). */
 void nnrt_blas_threads(int n);
+/* Whether f32 products run on the runtime's own kernels, which threads may
+ * call at the same time (each product then runs on its caller alone); not
+ * so where they go to OpenBLAS. */
+bool nnrt_sgemm_reentrant(void);
+
+/* ---- a training step over slices of the batch (slices.c) ----------------------------------
+ *
+ * A program compiled with slices > 1 (passes/slice.c) calls
+ * nnrt_sliced_step: the batch is cut into `slices` contiguous parts of
+ * nearly equal size; `grad` computes each part's loss and gradients (as
+ * if the part were the whole batch) on a thread of its own; the gradients
+ * and losses are combined, weighted by each part's share of the batch, in
+ * the order of the parts; `apply` then updates the state from the combined
+ * gradients. Every pointer and count below is the compiler's (constants
+ * in the generated code). */
+typedef float (*NnrtProgram)(float *state, void **args, int64_t batch, void *workspace, uint64_t seed);
+
+enum { NNRT_MAX_SLICES = 64 };
+
+typedef struct NnrtSlicedStep {
+    NnrtProgram grad, apply;
+    int64_t slices;              /* 2 .. NNRT_MAX_SLICES */
+    int64_t ndata;               /* args[0, ndata): the inputs and targets, cut into parts */
+    const int64_t *data_bytes;   /* bytes per example of each (0: every part reads all of it) */
+    int64_t ngrads;              /* grad's arguments after the data: one gradient a parameter */
+    const int64_t *grads;        /* offset and size of each in a gradient buffer (elements), in pairs */
+    int64_t napply;              /* apply's arguments: gradients */
+    const int64_t *apply_offset; /* where each lies in the combined gradient buffer */
+    int64_t grad_elems;          /* a gradient buffer's size, a multiple of 16 */
+    int64_t nterms;              /* grad's workspace (elements) at batch n: */
+    const int64_t *ws_terms;     /* the largest of c0 + c1 * n, (c0, c1) pairs */
+    int64_t apply_ws;            /* apply's workspace (elements) */
+} NnrtSlicedStep;
+
+/* Elements of float the step's workspace needs at `batch` (the compiler's
+ * workspace terms for the program are at least this large). */
+int64_t nnrt_sliced_workspace(const NnrtSlicedStep *d, int64_t batch);
+/* One step: args are the data arguments; returns the batch's loss. */
+float nnrt_sliced_step(const NnrtSlicedStep *d, float *state, void **args, int64_t batch, float *workspace,
+                       uint64_t seed);
 
 #endif

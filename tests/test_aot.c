@@ -142,34 +142,45 @@ START_TEST(test_shared_library_matches_jit_bitwise) {
 END_TEST
 
 /* The library's thread count: set_threads returns what it set (every core
- * for 0), and a model whose products split (deep_mlp at batch 128) trains
- * to the same losses and state bit for bit on one thread and on two. */
-START_TEST(test_library_thread_count) {
-    setup();
-    sh("%s %s/examples/deep_mlp.nn -o %s/deep_mlp.so", NNC_BINARY, NNC_SOURCE_DIR, dir);
-    FILE *f = fopen(strcat(strcpy((char[256]){0}, dir), "/threads.c"), "w");
-    fputs("#include \"deep_mlp.h\"\n#include <stdbool.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
-          "#include <string.h>\nenum { B = 128, STEPS = 4 };\n"
+ * for 0), and a model whose products split (deep_mlp at batch 128) or
+ * whose step runs its batch in slices, one a core (lenet at batch 64),
+ * trains to the same losses and state bit for bit on one thread and on two. */
+static void same_on_one_thread_and_two(const char *model, const char *upper, int batch) {
+    sh("%s %s/examples/%s.nn -o %s/%s.so", NNC_BINARY, NNC_SOURCE_DIR, model, dir, model);
+    char path[512];
+    snprintf(path, sizeof path, "%s/threads_%s.c", dir, model);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "#include \"%s.h\"\n#define M(name) %s_##name\n#define X_SIZE %s_X_SIZE\nenum { B = %d };\n", model,
+            model, upper, batch);
+    fputs("#include <stdbool.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+          "#include <string.h>\nenum { STEPS = 4 };\n"
           "static void run(int threads, float *state, float *losses, const float *x, const int32_t *y, void *ws) {\n"
-          "    if (deep_mlp_set_threads(threads) != threads) exit(3);\n"
-          "    deep_mlp_init(state, 1);\n"
-          "    for (int s = 0; s < STEPS; s++) losses[s] = deep_mlp_train_step(state, x, y, B, ws);\n}\n"
+          "    if (M(set_threads)(threads) != threads) exit(3);\n"
+          "    M(init)(state, 1);\n"
+          "    for (int s = 0; s < STEPS; s++) losses[s] = M(train_step)(state, x, y, B, ws);\n}\n"
           "int main(void) {\n"
-          "    size_t n = deep_mlp_state_size();\n"
+          "    size_t n = M(state_size)();\n"
           "    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n), la[STEPS], lb[STEPS];\n"
-          "    float *x = malloc(sizeof(float) * B * DEEP_MLP_X_SIZE);\n    int32_t y[B];\n"
-          "    void *ws = malloc(deep_mlp_workspace_size(B));\n"
-          "    for (int i = 0; i < B * DEEP_MLP_X_SIZE; i++) x[i] = (float)((i * 7919) % 256) / 255.0f;\n"
+          "    float *x = malloc(sizeof(float) * B * X_SIZE);\n    int32_t y[B];\n"
+          "    void *ws = malloc(M(workspace_size)(B));\n"
+          "    for (int i = 0; i < B * X_SIZE; i++) x[i] = (float)((i * 7919) % 256) / 255.0f;\n"
           "    for (int i = 0; i < B; i++) y[i] = i % 10;\n"
           "    run(1, a, la, x, y, ws);\n    run(2, b, lb, x, y, ws);\n"
-          "    if (deep_mlp_set_threads(0) < 1) return 4;\n"
+          "    if (M(set_threads)(0) < 1) return 4;\n"
           "    printf(\"%.9g %.9g\\n\", la[STEPS - 1], lb[STEPS - 1]);\n"
           "    bool same = !memcmp(la, lb, sizeof la) && !memcmp(a, b, sizeof(float) * n);\n"
           "    return la[STEPS - 1] < la[0] && same ? 0 : 1;\n}\n",
           f);
     fclose(f);
-    sh("cc -std=c99 -Wall -Werror -I%s %s/threads.c %s/deep_mlp.so -o %s/threads -Wl,-rpath,%s && %s/threads", dir, dir,
-       dir, dir, dir, dir);
+    sh("cc -std=c99 -Wall -Werror -I%s %s -x none %s/%s.so -o %s/threads_%s -Wl,-rpath,%s && %s/threads_%s", dir, path,
+       dir, model, dir, model, dir, dir, model);
+}
+
+START_TEST(test_library_thread_count) {
+    setup();
+    same_on_one_thread_and_two("deep_mlp", "DEEP_MLP", 128);
+    same_on_one_thread_and_two("lenet", "LENET", 64);
 }
 END_TEST
 

@@ -647,7 +647,80 @@ static void profile_tick(Cg *c, int kernel) {
     LLVMBuildCall2(c->b, fty, fn, &arg, 1, "");
 }
 
+/* A private constant array of n i64 values. */
+static LLVMValueRef const_i64_array(LLVMModuleRef mod, const char *name, const int64_t *values, int n) {
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    LLVMTypeRef i64 = LLVMInt64TypeInContext(ctx);
+    LLVMValueRef *elems = xmalloc(sizeof(LLVMValueRef) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) elems[i] = LLVMConstInt(i64, (unsigned long long)values[i], true);
+    LLVMValueRef init = LLVMConstArray2(i64, elems, (uint64_t)n);
+    free(elems);
+    LLVMValueRef g = LLVMAddGlobal(mod, LLVMTypeOf(init), name);
+    LLVMSetInitializer(g, init);
+    LLVMSetGlobalConstant(g, true);
+    LLVMSetLinkage(g, LLVMPrivateLinkage);
+    return g;
+}
+
+/* A step over slices of the batch (passes/slice.c): grad and apply are
+ * programs of their own, and the step calls nnrt_sliced_step with a
+ * constant NnrtSlicedStep (runtime/nnrt.h) that describes them. */
+static LLVMValueRef emit_sliced_program(LLVMModuleRef mod, const KProgram *p, const char *name) {
+    const KSlices *ks = p->sliced;
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    LLVMTypeRef i64 = LLVMInt64TypeInContext(ctx), ptr = LLVMPointerTypeInContext(ctx, 0);
+    LLVMTypeRef f32 = LLVMFloatTypeInContext(ctx);
+    char *gname = arena_printf(p->arena, "%s.grad", name), *aname = arena_printf(p->arena, "%s.apply", name);
+    LLVMValueRef grad = llvm_emit_program(mod, ks->grad, gname);
+    LLVMValueRef apply = llvm_emit_program(mod, ks->apply, aname);
+    const KProgram *g = ks->grad;
+    int64_t *terms = xmalloc(sizeof(int64_t) * (size_t)(2 * g->nworkspace + 1));
+    for (int i = 0; i < g->nworkspace; i++) {
+        terms[2 * i] = g->workspace[i].c0;
+        terms[2 * i + 1] = g->workspace[i].c1;
+    }
+#define I64(v) LLVMConstInt(i64, (unsigned long long)(v), true)
+    LLVMValueRef fields[] = {
+        grad,
+        apply,
+        I64(ks->slices),
+        I64(ks->ndata),
+        const_i64_array(mod, "slices.data_bytes", ks->data_bytes, ks->ndata),
+        I64(ks->ngrads),
+        const_i64_array(mod, "slices.grads", ks->grads, 2 * ks->ngrads),
+        I64(ks->apply->nargs),
+        const_i64_array(mod, "slices.apply_offset", ks->apply_offset, ks->apply->nargs),
+        I64(ks->grad_elems),
+        I64(g->nworkspace),
+        const_i64_array(mod, "slices.ws_terms", terms, 2 * g->nworkspace),
+        I64(kprog_workspace_size(ks->apply, 1)),
+    };
+#undef I64
+    free(terms);
+    LLVMValueRef init = LLVMConstStructInContext(ctx, fields, sizeof fields / sizeof fields[0], false);
+    LLVMValueRef desc = LLVMAddGlobal(mod, LLVMTypeOf(init), arena_printf(p->arena, "%s.slices", name));
+    LLVMSetInitializer(desc, init);
+    LLVMSetGlobalConstant(desc, true);
+    LLVMSetLinkage(desc, LLVMPrivateLinkage);
+
+    /* float name(ptr state, ptr args, i64 batch, ptr ws, i64 seed) */
+    LLVMTypeRef ptys[] = {ptr, ptr, i64, ptr, i64};
+    LLVMValueRef fn = LLVMAddFunction(mod, name, LLVMFunctionType(f32, ptys, 5, false));
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+    LLVMTypeRef stys[] = {ptr, ptr, ptr, i64, ptr, i64};
+    LLVMTypeRef sty = LLVMFunctionType(f32, stys, 6, false);
+    LLVMValueRef step = LLVMGetNamedFunction(mod, "nnrt_sliced_step");
+    if (!step) step = LLVMAddFunction(mod, "nnrt_sliced_step", sty);
+    LLVMValueRef args[] = {desc, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), LLVMGetParam(fn, 3),
+                           LLVMGetParam(fn, 4)};
+    LLVMBuildRet(b, LLVMBuildCall2(b, sty, step, args, 6, "loss"));
+    LLVMDisposeBuilder(b);
+    return fn;
+}
+
 LLVMValueRef llvm_emit_program(LLVMModuleRef mod, const KProgram *p, const char *name) {
+    if (p->sliced) return emit_sliced_program(mod, p, name);
     Cg c = {.ctx = LLVMGetModuleContext(mod), .mod = mod, .p = p};
     c.b = LLVMCreateBuilderInContext(c.ctx);
     c.i1 = LLVMInt1TypeInContext(c.ctx);

@@ -39,6 +39,7 @@ static const struct {
     {"nnrt_dgemm_batched", (void (*)(void))nnrt_dgemm_batched},
     {"nnrt_profile_tick", (void (*)(void))nnrt_profile_tick},
     {"nnrt_parallel_for", (void (*)(void))nnrt_parallel_for},
+    {"nnrt_sliced_step", (void (*)(void))nnrt_sliced_step},
 };
 
 static LLVMErrorRef define_runtime(LLVMOrcLLJITRef jit) {
