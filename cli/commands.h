@@ -47,19 +47,23 @@ bool parse_int_option(const char *opt, const char *text, long long lo, long long
 bool parse_real_option(const char *opt, const char *text, double *out);
 
 /* The options of every command that compiles a model: -O LEVEL,
- * --disable-pass=NAME[,NAME], --device cpu|cuda and --tf32. Add COMPILE_SHORTOPTS to getopt's string and
+ * --disable-pass=NAME[,NAME], --slices N, --device cpu|cuda and --tf32. Add COMPILE_SHORTOPTS to getopt's string and
  * COMPILE_LONGOPTS to its table; parse_compile_option takes the option
  * code and returns false after reporting a bad value. */
 #define COMPILE_SHORTOPTS "O:"
 #define OPTION_DISABLE_PASS 0x100
 #define OPTION_DEVICE 0x101
 #define OPTION_TF32 0x102
+#define OPTION_SLICES 0x103
 #define COMPILE_LONGOPTS                                                                                 \
     {"disable-pass", required_argument, NULL, OPTION_DISABLE_PASS},                                      \
-        {"device", required_argument, NULL, OPTION_DEVICE}, {"tf32", no_argument, NULL, OPTION_TF32}
+        {"slices", required_argument, NULL, OPTION_SLICES}, {"device", required_argument, NULL, OPTION_DEVICE}, \
+        {"tf32", no_argument, NULL, OPTION_TF32}
 #define COMPILE_HELP                                                                                     \
     "  -O LEVEL             LLVM's optimisation level, 0 to 3 (default 3; -O1 compiles faster)\n"     \
     "  --disable-pass=LIST  turn off optional transformations: simplify, fuse, memplan, coalesce (or all)\n" \
+    "  --slices N           a training step may run its batch in N slices, one a thread (default: one\n" \
+    "                       a core, or --threads; 1: never); part of the program and its results\n"    \
     "  --device DEV         cpu (default) or cuda: run the programs on an NVIDIA GPU\n"               \
     "  --tf32               with --device cuda: matrix products may use TF32 tensor cores\n"
 struct OptSettings;

@@ -119,7 +119,8 @@ hint:
 }
 
 bool is_compile_option(int code) {
-    return code == 'O' || code == OPTION_DISABLE_PASS || code == OPTION_DEVICE || code == OPTION_TF32;
+    return code == 'O' || code == OPTION_DISABLE_PASS || code == OPTION_DEVICE || code == OPTION_TF32 ||
+           code == OPTION_SLICES;
 }
 
 bool parse_compile_option(int code, const char *arg, OptSettings *o) {
@@ -143,6 +144,12 @@ bool parse_compile_option(int code, const char *arg, OptSettings *o) {
         fprintf(stderr, "nnc: error: nnc was built without CUDA (configure with -DNNC_CUDA=ON)\n");
         return false;
 #endif
+    }
+    if (code == OPTION_SLICES) {
+        long long n;
+        if (!parse_int_option("--slices", arg, 1, &n)) return false;
+        o->slices = n > 64 ? 64 : (int)n;
+        return true;
     }
     if (code == 'O') {
         if (strlen(arg) != 1 || arg[0] < '0' || arg[0] > '3') {
